@@ -23,9 +23,7 @@ app.add_typer(config_app, name="config")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML settings file (or QWEN_SERVE_CONFIG)")
-]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (or QWEN_SERVE_CONFIG)")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set parallelism.tp=8 (repeatable)")
 ]
@@ -72,8 +70,10 @@ def config_validate(
 ) -> None:
     """Check a settings file; exit 0 if it can run, 2 with every problem otherwise."""
     s = _load(file, overrides)
-    typer.echo(f"ok: {s.model.preset} on {s.engine.kind.value}, tp={s.parallelism.tp} pp={s.parallelism.pp} "
-               f"nodes={s.parallelism.nodes}, context {s.resolved_context_length}")
+    typer.echo(
+        f"ok: {s.model.preset} on {s.engine.kind.value}, tp={s.parallelism.tp} pp={s.parallelism.pp} "
+        f"nodes={s.parallelism.nodes}, context {s.resolved_context_length}"
+    )
 
 
 @app.command("launch-plan")

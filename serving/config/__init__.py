@@ -1,7 +1,7 @@
 """Configuration: one typed settings tree, model presets, hardware profiles, load-time validation."""
 
 from serving.config.hardware import GPU_PROFILES, GpuProfile, GpuType
-from serving.config.loader import load_settings, parse_overrides
+from serving.config.loader import load_settings, parse_overrides, settings_from_wire, settings_to_wire
 from serving.config.presets import PRESETS, ModelPreset, get_preset
 from serving.config.settings import EngineKind, RoutingPolicy, Settings
 from serving.config.validation import ConfigError, Problem, resolved_max_running, validate
@@ -21,5 +21,7 @@ __all__ = [
     "load_settings",
     "parse_overrides",
     "resolved_max_running",
+    "settings_from_wire",
+    "settings_to_wire",
     "validate",
 ]

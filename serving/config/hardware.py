@@ -31,9 +31,15 @@ class GpuProfile:
 
 
 GPU_PROFILES: dict[GpuType, GpuProfile] = {
-    GpuType.H100: GpuProfile("NVIDIA H100 80GB HBM3", int(79.6 * GIB), 3.35e12, 989e12, 1979e12, 450e9, "NVIDIA-H100-80GB-HBM3"),
-    GpuType.H200: GpuProfile("NVIDIA H200 141GB HBM3e", int(139.8 * GIB), 4.8e12, 989e12, 1979e12, 450e9, "NVIDIA-H200"),
-    GpuType.B200: GpuProfile("NVIDIA B200 180GB HBM3e", int(178.4 * GIB), 8.0e12, 2250e12, 4500e12, 900e9, "NVIDIA-B200"),
+    GpuType.H100: GpuProfile(
+        "NVIDIA H100 80GB HBM3", int(79.6 * GIB), 3.35e12, 989e12, 1979e12, 450e9, "NVIDIA-H100-80GB-HBM3"
+    ),
+    GpuType.H200: GpuProfile(
+        "NVIDIA H200 141GB HBM3e", int(139.8 * GIB), 4.8e12, 989e12, 1979e12, 450e9, "NVIDIA-H200"
+    ),
+    GpuType.B200: GpuProfile(
+        "NVIDIA B200 180GB HBM3e", int(178.4 * GIB), 8.0e12, 2250e12, 4500e12, 900e9, "NVIDIA-B200"
+    ),
     # A CPU "GPU" for the local llama.cpp default: memory is the host's, nothing is sharded.
     GpuType.CPU: GpuProfile("CPU (llama.cpp)", 16 * GIB, 50e9, 1e12, 1e12, 0.0, ""),
 }

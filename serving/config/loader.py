@@ -94,3 +94,24 @@ def load_settings(
             os.environ.clear()
             os.environ.update(saved)
     return validate(settings) if check else settings
+
+
+def settings_to_wire(s: Settings) -> dict[str, Any]:
+    """Settings as plain data *with* secrets, for handing to Ray actors in the same cluster.
+    Never print or log the result: use ``Settings.redacted()`` for that."""
+
+    def reveal(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: reveal(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [reveal(x) for x in v]
+        if hasattr(v, "get_secret_value"):
+            return v.get_secret_value()
+        return v
+
+    return reveal(s.model_dump(mode="python", exclude={"config"}))
+
+
+def settings_from_wire(data: Mapping[str, Any]) -> Settings:
+    """Rebuild settings from :func:`settings_to_wire` output without reading env or files again."""
+    return validate(Settings.model_validate(dict(data)))

@@ -71,6 +71,7 @@ def memory_fit(
     chosen = running if running is not None else max_running
     return MemoryFit(budget, weights, per_request, state, kv_per_gpu, chosen, max_running)
 
+
 def kv_tokens_that_fit(fit: MemoryFit) -> int:
     """KV tokens per request that would let ``fit.running`` requests fit (0 if none would)."""
     room = (fit.budget_bytes - fit.weights_bytes) // max(fit.running, 1) - fit.state_bytes_per_request

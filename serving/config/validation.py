@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from serving.config.hardware import GPU_PROFILES, GIB
+from serving.config.hardware import GIB, GPU_PROFILES
 from serving.config.memory import kv_tokens_that_fit, memory_fit
 from serving.config.presets import PRESETS
 from serving.config.settings import EngineKind, Settings
@@ -127,8 +127,10 @@ def speculative_algorithm_known(s: Settings) -> Iterator[Problem]:
     if s.speculative.enabled and s.speculative.algorithm not in valid:
         hint = " (MTP parses but fails at start-up: use NEXTN)" if s.speculative.algorithm == "MTP" else ""
         yield Problem("speculative.algorithm", f"{s.speculative.algorithm!r} is not one of {sorted(valid)}{hint}")
-    if s.speculative.enabled and s.speculative.eagle_topk == 1 and (
-        s.speculative.num_draft_tokens != s.speculative.num_steps + 1
+    if (
+        s.speculative.enabled
+        and s.speculative.eagle_topk == 1
+        and (s.speculative.num_draft_tokens != s.speculative.num_steps + 1)
     ):
         yield Problem(
             "speculative.num_draft_tokens",
@@ -174,15 +176,15 @@ def memory_fits(s: Settings) -> Iterator[Problem]:
     if s.preset.attention_heads % p.tp:
         return  # reported by tp_divides_heads
     ctx = s.resolved_context_length
-    kwargs = dict(
-        gpu_type=p.gpu_type,
-        mem_fraction=m.mem_fraction,
-        context_length=ctx,
-        kv_tokens_per_request=m.kv_tokens_per_request,
-        kv_cache_dtype=s.model.kv_cache_dtype,
-        ssm_dtype=m.mamba_ssm_dtype,
-        quantization=s.model.quantization,
-    )
+    kwargs = {
+        "gpu_type": p.gpu_type,
+        "mem_fraction": m.mem_fraction,
+        "context_length": ctx,
+        "kv_tokens_per_request": m.kv_tokens_per_request,
+        "kv_cache_dtype": s.model.kv_cache_dtype,
+        "ssm_dtype": m.mamba_ssm_dtype,
+        "quantization": s.model.quantization,
+    }
     fit = memory_fit(s.preset, tp=p.tp, pp=p.pp, running=m.max_running_requests, **kwargs)  # type: ignore[arg-type]
     if fit.fits:
         return

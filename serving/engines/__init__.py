@@ -18,7 +18,9 @@ def get_engine(kind: EngineKind | str) -> Engine:
     return ENGINES[EngineKind(kind)]
 
 
-def plan_instance(s: Settings, *, host: str = "0.0.0.0", port: int | None = None, dist_init_addr: str | None = None) -> LaunchPlan:
+def plan_instance(
+    s: Settings, *, host: str = "0.0.0.0", port: int | None = None, dist_init_addr: str | None = None
+) -> LaunchPlan:
     """The launch plan of one engine instance for these settings (pure)."""
     return get_engine(s.engine.kind).plan(
         s, host=host, port=s.engine.port if port is None else port, dist_init_addr=dist_init_addr
