@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,6 +56,13 @@ class ModelSettings(Section):
     quantization: str | None = Field(None, description="weight quantization override (e.g. fp8); preset's if unset")
     kv_cache_dtype: str = Field("auto", description="KV cache dtype: auto | fp8_e4m3 | fp8_e5m2 | bf16")
     allow_long_context: bool = Field(False, description="allow a context above the model's native maximum")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; choose one of {', '.join(PRESETS)}")
+        return v
 
     @property
     def spec(self) -> ModelPreset:
@@ -251,9 +258,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_from_preset(self) -> Settings:
         """Fields left unset take the model preset's value (step 4 of the precedence list)."""
-        spec = get_preset(self.model.preset) if self.model.preset in PRESETS else None
-        if spec is None:
-            return self  # validation reports the unknown preset with the field name
+        spec = get_preset(self.model.preset)
         if self.model.path is None:
             self.model.path = spec.default_weights()
         if self.model.served_name is None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from serving.config.hardware import GIB, GPU_PROFILES
 from serving.config.memory import kv_tokens_that_fit, memory_fit
-from serving.config.presets import PRESETS
 from serving.config.settings import EngineKind, Settings
 
 GPU_ENGINES = {EngineKind.SGLANG, EngineKind.VLLM, EngineKind.SIMULATOR}
@@ -45,15 +44,7 @@ def _divisors(n: int) -> list[int]:
 
 
 @rule
-def known_preset(s: Settings) -> Iterator[Problem]:
-    if s.model.preset not in PRESETS:
-        yield Problem("model.preset", f"unknown preset {s.model.preset!r}; choose one of {', '.join(PRESETS)}")
-
-
-@rule
 def tp_divides_heads(s: Settings) -> Iterator[Problem]:
-    if s.model.preset not in PRESETS:
-        return
     heads = s.preset.attention_heads
     if heads % s.parallelism.tp:
         ok = ", ".join(str(d) for d in _divisors(heads))
@@ -110,8 +101,6 @@ def served_name_plain(s: Settings) -> Iterator[Problem]:
 
 @rule
 def context_within_model(s: Settings) -> Iterator[Problem]:
-    if s.model.preset not in PRESETS:
-        return
     limit = s.preset.max_context
     if s.resolved_context_length > limit and not s.model.allow_long_context:
         yield Problem(
@@ -170,7 +159,7 @@ def autoscaling_bounds(s: Settings) -> Iterator[Problem]:
 
 @rule
 def memory_fits(s: Settings) -> Iterator[Problem]:
-    if s.engine.kind not in GPU_ENGINES or s.model.preset not in PRESETS or s.preset.is_gguf:
+    if s.engine.kind not in GPU_ENGINES or s.preset.is_gguf:
         return
     p, m = s.parallelism, s.memory
     if s.preset.attention_heads % p.tp:
