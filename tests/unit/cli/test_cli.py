@@ -28,10 +28,20 @@ def test_launch_plan_json_for_machines():
 
 def test_launch_plan_for_one_rank_of_a_two_node_instance():
     res = run(
-        "launch-plan", "--set", "model.preset=qwen3.6-35b-a3b", "--set", "engine.kind=sglang",
-        "--set", "parallelism.tp=16", "--set", "parallelism.nodes=2", "--rank", "1",
-        "--dist-init-addr", "head:5757",
-    )  # fmt: skip
+        "launch-plan",
+        "--set",
+        "model.preset=qwen3.6-35b-a3b",
+        "--set",
+        "engine.kind=sglang",
+        "--set",
+        "parallelism.tp=16",
+        "--set",
+        "parallelism.nodes=2",
+        "--rank",
+        "1",
+        "--dist-init-addr",
+        "head:5757",
+    )
     assert res.exit_code == 0, res.output
     assert "--node-rank 1" in res.output
     assert "--dist-init-addr head:5757" in res.output

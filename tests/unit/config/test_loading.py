@@ -60,7 +60,7 @@ def test_missing_file(tmp_path):
 
 
 def test_bad_override_syntax():
-    with pytest.raises(ConfigError, match="section.field=value"):
+    with pytest.raises(ConfigError, match=r"section\.field=value"):
         load_settings(overrides=["gateway.port"], env={})
 
 

@@ -105,15 +105,34 @@ def test_plan_matches_option_table(reference_dir, preset, engine, layout):
         seen = check_argv(argv, table)
         assert len(seen) == len(set(seen)), f"an option is repeated: {seen}"
         if engine in ("sglang", "simulator"):
-            for flag in ("--tp-size", "--context-length", "--reasoning-parser", "--tool-call-parser",
-                         "--max-running-requests", "--mamba-radix-cache-strategy", "--mamba-ssm-dtype",
-                         "--enable-metrics", "--enable-cache-report", "--served-model-name", "--host", "--port",
-                         "--watchdog-timeout"):  # fmt: skip
+            for flag in (
+                "--tp-size",
+                "--context-length",
+                "--reasoning-parser",
+                "--tool-call-parser",
+                "--max-running-requests",
+                "--mamba-radix-cache-strategy",
+                "--mamba-ssm-dtype",
+                "--enable-metrics",
+                "--enable-cache-report",
+                "--served-model-name",
+                "--host",
+                "--port",
+                "--watchdog-timeout",
+            ):
                 assert flag in seen, flag
             if s.speculative.enabled:
                 i = argv.index("--speculative-algorithm")
-                assert argv[i : i + 8] == ["--speculative-algorithm", "NEXTN", "--speculative-num-steps", "3",
-                                           "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4"]  # fmt: skip
+                assert argv[i : i + 8] == [
+                    "--speculative-algorithm",
+                    "NEXTN",
+                    "--speculative-num-steps",
+                    "3",
+                    "--speculative-eagle-topk",
+                    "1",
+                    "--speculative-num-draft-tokens",
+                    "4",
+                ]
             if s.parallelism.nodes > 1:
                 assert argv[argv.index("--node-rank") + 1] == str(rank.rank)
                 assert argv[argv.index("--dist-init-addr") + 1] == "10.1.2.3:5757"
@@ -137,7 +156,7 @@ def test_engine_api_key_never_printed_and_vllm_gets_it_by_env():
             "model": {"preset": "qwen3.6-27b"},
             "engine": {"kind": "vllm", "api_key": "zzz-secret"},
             "parallelism": {"tp": 8},
-        },  # fmt: skip
+        },
         env={},
     )
     plan = plan_instance(s)
@@ -153,7 +172,7 @@ def test_sglang_api_key_is_redacted_in_printed_plans():
             "model": {"preset": "qwen3.6-27b"},
             "engine": {"kind": "sglang", "api_key": "zzz-secret"},
             "parallelism": {"tp": 8},
-        },  # fmt: skip
+        },
         env={},
     )
     plan = plan_instance(s)
@@ -169,7 +188,7 @@ def test_multinode_plan_needs_dist_init_addr():
             "model": {"preset": "qwen3.6-35b-a3b"},
             "engine": {"kind": "sglang"},
             "parallelism": {"tp": 16, "nodes": 2},
-        },  # fmt: skip
+        },
         env={},
     )
     with pytest.raises(ValueError, match="dist_init_addr"):
