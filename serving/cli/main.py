@@ -114,6 +114,15 @@ def launch_plan(
         typer.echo(f"# note: {note}")
 
 
+@app.command("serve")
+@clear_errors
+def serve_cmd(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Run the whole stack locally (Ray + gateway + engine replicas) until Ctrl-C."""
+    from serving.local import serve_forever
+
+    serve_forever(_load(config, overrides))
+
+
 def main() -> None:  # pragma: no cover - console entry
     try:
         app()
