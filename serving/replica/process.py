@@ -1,0 +1,134 @@
+"""One engine rank as an operating-system process, supervised.
+
+- The process starts in its own session (its own process group), so stopping it signals the whole
+  group: SIGTERM, a grace period, then SIGKILL to whatever is left.
+- On Linux it also gets ``PR_SET_PDEATHSIG = SIGKILL``: if the actor that started it dies (killed
+  by Ray, OOM, crash) the kernel kills the engine too. No orphan engines.
+- Its stdout/stderr go line by line to the logger (with ``replica_id``, ``rank`` and ``pid`` as
+  structured fields) and the last lines are kept, so a failed start can say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+logger = logging.getLogger("ray.serve.qwen_serve.engine")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class EngineStartError(RuntimeError):
+    """An engine rank did not become ready; the message carries its last output lines."""
+
+
+class EngineProcess:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        rank: int,
+        replica_id: str = "",
+        tail_lines: int = 40,
+    ):
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.rank = rank
+        self.replica_id = replica_id
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> int:
+        if self._proc is not None:
+            raise RuntimeError("engine process already started")
+        self._proc = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+        )
+        self._reader = threading.Thread(target=self._pump, name=f"engine-rank{self.rank}-log", daemon=True)
+        self._reader.start()
+        logger.info(
+            "engine rank %d started (pid %d)",
+            self.rank,
+            self._proc.pid,
+            extra={"replica_id": self.replica_id, "rank": self.rank, "pid": self._proc.pid},
+        )
+        return self._proc.pid
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        """SIGTERM the process group, wait up to ``grace_s``, then SIGKILL the group. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return None
+        pgid = proc.pid  # start_new_session: the group id is the leader's pid
+        if proc.poll() is None:
+            _signal_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace_s)
+        _signal_group(pgid, signal.SIGKILL)  # the leader or any child it left behind
+        code = proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        logger.info(
+            "engine rank %d stopped (exit %s)",
+            self.rank,
+            code,
+            extra={"replica_id": self.replica_id, "rank": self.rank, "pid": proc.pid},
+        )
+        return code
+
+    # state ---------------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def tail(self) -> list[str]:
+        return list(self._tail)
+
+    def describe_exit(self) -> str:
+        lines = "\n".join(self.tail()) or "(no output)"
+        return f"engine rank {self.rank} exited with code {self.returncode()}; last lines:\n{lines}"
+
+    def _pump(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        extra = {"replica_id": self.replica_id, "rank": self.rank, "pid": self._proc.pid, "stream": "engine"}
+        for raw in self._proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            self._tail.append(line)
+            logger.info("%s", line, extra=extra)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
