@@ -20,6 +20,7 @@ from serving.config import ConfigError, Settings, load_settings
 app = typer.Typer(help="qwen-serve: serve the Qwen3.6 family on Ray Serve + SGLang.", no_args_is_help=True)
 config_app = typer.Typer(help="Show and validate settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(__import__("serving.deploy.cli", fromlist=["deploy_app"]).deploy_app, name="deploy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

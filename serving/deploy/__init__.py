@@ -1,0 +1,15 @@
+"""Kubernetes deployment helpers: the Serve config and chart schema derived from the settings tree.
+
+The Helm chart (``helm/qwen-serve``) computes the same Serve config in its templates; the tests
+compare both, so the settings tree stays the one source of truth.
+"""
+
+from serving.deploy.serve_config import (
+    ENGINE_DEPLOYMENT,
+    GATEWAY_DEPLOYMENT,
+    GATEWAY_RESOURCE,
+    IMPORT_PATH,
+    serve_config,
+)
+
+__all__ = ["ENGINE_DEPLOYMENT", "GATEWAY_DEPLOYMENT", "GATEWAY_RESOURCE", "IMPORT_PATH", "serve_config"]
