@@ -1,0 +1,64 @@
+"""One measured load window: start the client process, warm up, snapshot CPU, run, snapshot CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.client import Spec
+from bench.procs import PY, ROOT, Proc, RoleRule, child_env, snapshot_cpu
+from bench.stats import RequestResult, cpu_delta_by_role, cpu_ms_per_request, summarize
+
+
+def measure(
+    spec: Spec, servers: Sequence[Proc], log_dir: Path, *, rules: Sequence[RoleRule] = (), timeout_s: float = 300.0
+) -> dict[str, Any]:
+    """Run ``spec`` against ``spec.url``; the summary plus CPU seconds and CPU-ms/request per role."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    err = (log_dir / "client.log").open("wb")
+    popen = subprocess.Popen(
+        [PY, "-m", "bench.client", json.dumps(asdict(spec))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        env=child_env(),
+        cwd=ROOT,
+    )
+    err.close()
+    client = Proc("client", "client", [], log_dir / "client.log", popen=popen)
+    try:
+        assert popen.stdout is not None
+        assert popen.stdin is not None
+        line = popen.stdout.readline()
+        if not line:
+            popen.wait(timeout=30)
+            raise RuntimeError(f"load client exited during warm-up: {(log_dir / 'client.log').read_text()[-2000:]}")
+        before = snapshot_cpu([*servers, client], rules)
+        popen.stdin.write(b"go\n")
+        popen.stdin.flush()
+        # The result line comes last; CPU is read while the client is still alive (before it exits).
+        out = popen.stdout.readline()
+        after = snapshot_cpu([*servers, client], rules)
+        popen.stdin.close()
+        popen.wait(timeout=timeout_s)
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+    if not out:
+        raise RuntimeError(f"load client gave no result: {(log_dir / 'client.log').read_text()[-2000:]}")
+    data = json.loads(out)
+    results = [RequestResult(**r) for r in data["results"]]
+    summary = summarize(results, data["wall_s"])
+    cpu_s = cpu_delta_by_role(before, after)
+    return {
+        "summary": asdict(summary),
+        "cpu_s": cpu_s,
+        "cpu_ms_per_request": cpu_ms_per_request(cpu_s, summary.ok),
+        "wall_s": data["wall_s"],
+        "results": results,
+    }

@@ -1,0 +1,175 @@
+"""The results: machine facts, then one markdown table per measurement, and the same data as JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:
+        ray_version = "not installed"
+    try:
+        from importlib.metadata import version
+
+        router_version = version("sglang-router")
+    except Exception:
+        router_version = "not installed"
+    return {
+        "uname": " ".join(platform.uname()),
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "ray": ray_version,
+        "sglang_router": router_version,
+    }
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def goals_md(goals: list[dict[str, Any]]) -> str:
+    if not goals:
+        return ""
+    rows = [[g["goal"], fmt(g["value"], 2), fmt(g["met"]) if g["met"] is not None else "not measured"] for g in goals]
+    return "\n\n" + table(["goal", "value", "met"], rows)
+
+
+def stack_md(st: dict[str, Any]) -> str:
+    w = st["workload"]
+    head = (
+        f"Workload: {w['concurrency']} concurrent streams × {w['requests']} requests × {w['max_tokens']} output "
+        f"tokens (`ignore_eos`), after {w['warmup_requests']} warm-up requests; engine: {w['engine']}.\n"
+        "CPU columns: milliseconds of CPU per completed request, per process tree (psutil user+system deltas "
+        "over the measured window); *stack* = gateway + Ray + router processes.\n\n"
+    )
+    rows = []
+    for key, m in st["arms"].items():
+        s = m.get("summary")
+        if not s:
+            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 9])
+            continue
+        cpu = m["cpu_ms_per_request"]
+        vs = st["vs_direct"].get(key, {})
+        rows.append(
+            [
+                f"({key}) {m['label']}",
+                s["tokens_per_s"],
+                s["requests_per_s"],
+                fmt(vs.get("tokens_per_s_ratio"), 3),
+                s["ttft_p50_ms"],
+                s["ttft_p99_ms"],
+                fmt(vs.get("added_ttft_p50_ms"), 2),
+                fmt(vs.get("added_ttft_p99_ms"), 2),
+                fmt(m.get("stack_cpu_ms_per_request"), 3),
+                fmt(cpu.get("engine"), 3),
+                fmt(cpu.get("client"), 3),
+            ]
+        )
+    hdr = [
+        "arm",
+        "tokens/s",
+        "req/s",
+        "× (a) tok/s",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "added p50 ms",
+        "added p99 ms",
+        "stack CPU-ms/req",
+        "engine CPU-ms/req",
+        "client CPU-ms/req",
+    ]
+    errors = [f"- ({k}): {m['summary']['errors']} failed requests, first: {m['summary']['first_error']}"
+              for k, m in st["arms"].items() if m.get("summary") and m["summary"]["errors"]]  # fmt: skip
+    tail = ("\n\n" + "\n".join(errors)) if errors else ""
+    return head + table(hdr, rows) + tail + goals_md(st.get("goals", []))
+
+
+def section_status_md(data: dict[str, Any]) -> str:
+    return f"{data.get('status', 'not measured')}"
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {"stack_tax": stack_md}
+TITLES = {
+    "stack_tax": "1. Stack tax",
+    "routing": "2. Routing gain",
+    "fidelity": "3. Simulator fidelity",
+    "autoscaling": "4. Autoscaling under a step",
+}
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# qwen-serve benchmark results",
+        "",
+        f"- command: `{result['command']}`",
+        f"- date: {result['started_at']} ({result['duration_s']:.0f} s{', quick run' if result['quick'] else ''})",
+        f"- machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB; `{m['uname']}`",
+        f"- Python {m['python']}, Ray {m['ray']}, sglang-router {m['sglang_router']}",
+        f"- load average (1/5/15 min) before: {result['load_before']}, after: {result['load_after']}",
+    ]
+    for key, title in TITLES.items():
+        if key not in result["sections"]:
+            continue
+        data = result["sections"][key]
+        lines += ["", f"## {title}", ""]
+        if data.get("status", "measured") != "measured":
+            lines.append(section_status_md(data))
+        else:
+            lines.append(RENDERERS.get(key, lambda d: "```json\n" + json.dumps(d, indent=2) + "\n```")(data))
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], out_dir: Path, name: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
+    js.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md.write_text(render(result))
+    return md, js

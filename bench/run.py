@@ -1,0 +1,90 @@
+"""`make bench` → ``bench/results/latest.{md,json}``: ``python -m bench.run [--quick] [--only …]``.
+
+Sections run one after another on the same machine (stack tax, routing gain, simulator fidelity,
+autoscaling); each reports "not measured: <reason>" rather than a number when a piece is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.client import Spec
+from bench.procs import ROOT
+
+
+def stack_tax(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import stack_tax as st
+
+    spec = Spec(
+        url="",
+        model="",
+        concurrency=args.concurrency,
+        requests=args.requests or (128 if args.quick else 512),
+        warmup=64 if args.quick else 128,
+        max_tokens=args.max_tokens or (32 if args.quick else 128),
+    )
+    return {"status": "measured", **st.run(spec, logs / "stack_tax", args.arms)}
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
+    "stack_tax": stack_tax,
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="short smoke run (fewer requests, shorter steps)")
+    p.add_argument("--only", type=lambda v: v.split(","), default=None, help=f"sections: {','.join(SECTIONS)}")
+    p.add_argument("--arms", type=lambda v: v.split(","), default=None, help="stack-tax arms, e.g. a,b0,c")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--requests", type=int, default=None, help="measured requests per stack-tax arm")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--name", default=None, help="results file stem (default: latest, or quick with --quick)")
+    ns = p.parse_args(argv)
+    unknown = [s for s in ns.only or [] if s not in SECTIONS]
+    if unknown:
+        p.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    started = time.monotonic()
+    logs = ROOT / ".cache" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    result: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.run", *argv]),
+        "started_at": report.now_iso(),
+        "quick": args.quick,
+        "machine": report.machine(),
+        "load_before": report.load_average(),
+        "logs": str(logs),
+        "sections": {},
+    }
+    for name, fn in SECTIONS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        try:
+            result["sections"][name] = fn(args, logs)
+        except Exception as exc:
+            traceback.print_exc()
+            result["sections"][name] = {"status": f"not measured: {type(exc).__name__}: {exc}"}
+    result["load_after"] = report.load_average()
+    result["duration_s"] = time.monotonic() - started
+    md, js = report.write(result, args.out, args.name or ("quick" if args.quick else "latest"))
+    print(f"wrote {md} and {js} ({result['duration_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

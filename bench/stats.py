@@ -1,0 +1,129 @@
+"""The harness arithmetic: percentiles, ratios, per-role CPU accounting. Pure functions only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0–100) with linear interpolation between closest ranks.
+
+    Same definition as ``numpy.percentile(..., method="linear")``; ``None`` for no values.
+    """
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    if lo == hi:
+        return float(xs[lo])
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den``, or ``None`` when either is missing or the denominator is not positive."""
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def added(value: float | None, baseline: float | None) -> float | None:
+    """``value - baseline`` (e.g. TTFT added over the direct arm), ``None`` if either is missing."""
+    if value is None or baseline is None:
+        return None
+    return value - baseline
+
+
+@dataclass(frozen=True)
+class ProcCpu:
+    """One process at one instant: identity (pid + create time, so a reused pid is a new process)."""
+
+    pid: int
+    create_time: float
+    role: str
+    cpu_s: float  # user + system seconds so far
+
+
+def cpu_delta_by_role(before: Iterable[ProcCpu], after: Iterable[ProcCpu]) -> dict[str, float]:
+    """CPU seconds each role spent between two snapshots.
+
+    A process seen only in ``after`` started in between: all its CPU counts. A process seen only in
+    ``before`` ended in between: what it spent after the first snapshot is lost (psutil cannot read
+    a reaped process), so it contributes nothing — harnesses keep processes alive across a window.
+    """
+    start = {(p.pid, p.create_time): p.cpu_s for p in before}
+    out: dict[str, float] = {}
+    for p in after:
+        delta = p.cpu_s - start.get((p.pid, p.create_time), 0.0)
+        out[p.role] = out.get(p.role, 0.0) + max(delta, 0.0)
+    return out
+
+
+def cpu_ms_per_request(cpu_s_by_role: Mapping[str, float], requests: int) -> dict[str, float | None]:
+    """Milliseconds of CPU per completed request for each role (``None`` with no requests)."""
+    return {role: (s * 1000.0 / requests if requests > 0 else None) for role, s in cpu_s_by_role.items()}
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """One streamed request as the load client saw it."""
+
+    ok: bool
+    ttft_s: float | None  # first content token
+    latency_s: float  # until the stream ended
+    tokens: int  # content events received
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    requests: int
+    ok: int
+    errors: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    requests_per_s: float
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    ttft_p99_ms: float | None
+    latency_p50_ms: float | None
+    first_error: str | None
+
+
+def summarize(results: Sequence[RequestResult], wall_s: float) -> LoadSummary:
+    """Throughput over the measured window and latency percentiles over successful requests."""
+    ok = [r for r in results if r.ok]
+    ttfts = [r.ttft_s * 1000.0 for r in ok if r.ttft_s is not None]
+    lat = [r.latency_s * 1000.0 for r in ok]
+    tokens = sum(r.tokens for r in ok)
+    first_error = next((r.error for r in results if not r.ok), None)
+    return LoadSummary(
+        requests=len(results),
+        ok=len(ok),
+        errors=len(results) - len(ok),
+        tokens=tokens,
+        wall_s=wall_s,
+        tokens_per_s=tokens / wall_s if wall_s > 0 else 0.0,
+        requests_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
+        ttft_p50_ms=percentile(ttfts, 50),
+        ttft_p95_ms=percentile(ttfts, 95),
+        ttft_p99_ms=percentile(ttfts, 99),
+        latency_p50_ms=percentile(lat, 50),
+        first_error=first_error,
+    )
+
+
+def load_balance(loads: Sequence[float]) -> float | None:
+    """Highest load over the mean load (1.0 = perfectly even); ``None`` when there is no load."""
+    if not loads:
+        return None
+    mean = sum(loads) / len(loads)
+    if mean <= 0:
+        return None
+    return max(loads) / mean

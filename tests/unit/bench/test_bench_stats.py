@@ -1,0 +1,103 @@
+"""The benchmark harness arithmetic: percentiles, ratios, per-role CPU accounting, summaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.client import TOKEN_RE, _decode_event
+from bench.stats import (
+    ProcCpu,
+    RequestResult,
+    added,
+    cpu_delta_by_role,
+    cpu_ms_per_request,
+    load_balance,
+    percentile,
+    ratio,
+    summarize,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([5.0], 50, 5.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),  # interpolates between the two middle ranks
+        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
+        ([10.0, 0.0, 20.0, 30.0, 40.0], 25, 10.0),  # unsorted input
+        (list(range(1, 101)), 99, 99.01),  # numpy "linear": 1 + 0.99 × 99
+    ],
+)
+def test_percentile_linear(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_percentile_empty_and_bounds() -> None:
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError, match="0..100"):
+        percentile([1.0], 101)
+
+
+def test_ratio_and_added() -> None:
+    assert ratio(80.0, 100.0) == pytest.approx(0.8)
+    assert ratio(1.0, 0.0) is None
+    assert ratio(None, 3.0) is None
+    assert added(12.5, 10.0) == pytest.approx(2.5)
+    assert added(None, 10.0) is None
+
+
+def test_cpu_delta_by_role_charges_new_processes_fully_and_ignores_reused_pids() -> None:
+    before = [
+        ProcCpu(10, 1.0, "engine", 5.0),
+        ProcCpu(20, 1.0, "gateway", 2.0),
+        ProcCpu(30, 1.0, "ray", 9.0),  # ends in the window: contributes nothing
+    ]
+    after = [
+        ProcCpu(10, 1.0, "engine", 7.5),  # +2.5
+        ProcCpu(20, 1.0, "gateway", 2.25),  # +0.25
+        ProcCpu(21, 5.0, "gateway", 0.5),  # started in the window: +0.5
+        ProcCpu(30, 6.0, "ray", 1.0),  # pid 30 reused by a new process: +1.0, not 1.0 - 9.0
+    ]
+    got = cpu_delta_by_role(before, after)
+    assert got == pytest.approx({"engine": 2.5, "gateway": 0.75, "ray": 1.0})
+
+
+def test_cpu_ms_per_request() -> None:
+    assert cpu_ms_per_request({"engine": 2.0, "client": 0.5}, 1000) == pytest.approx({"engine": 2.0, "client": 0.5})
+    assert cpu_ms_per_request({"engine": 2.0}, 0) == {"engine": None}
+
+
+def test_summarize_counts_only_successes_for_throughput_and_latency() -> None:
+    results = [
+        RequestResult(True, 0.010, 0.5, 100),
+        RequestResult(True, 0.030, 0.7, 100),
+        RequestResult(False, None, 0.1, 0, "HTTP 503: busy"),
+    ]
+    s = summarize(results, wall_s=2.0)
+    assert (s.requests, s.ok, s.errors, s.tokens) == (3, 2, 1, 200)
+    assert s.tokens_per_s == pytest.approx(100.0)
+    assert s.requests_per_s == pytest.approx(1.0)
+    assert s.ttft_p50_ms == pytest.approx(20.0)
+    assert s.first_error == "HTTP 503: busy"
+
+
+def test_load_balance() -> None:
+    assert load_balance([10, 10, 10, 10]) == pytest.approx(1.0)
+    assert load_balance([30, 10, 0, 0]) == pytest.approx(3.0)
+    assert load_balance([0, 0]) is None
+    assert load_balance([]) is None
+
+
+def test_token_counting_skips_role_and_done_events() -> None:
+    role = b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}'
+    tok = b'data: {"choices":[{"delta":{"content":"hi"}}]}'
+    think = b'data: {"choices":[{"delta":{"reasoning_content":"hm"}}]}'
+    assert not TOKEN_RE.search(role)
+    assert TOKEN_RE.search(tok)
+    assert TOKEN_RE.search(think)
+    text: list[str] = []
+    assert [_decode_event(e, text) for e in (role, tok, think, b"data: [DONE]")] == [0, 1, 1, 0]
+    assert text == ["hi"]  # reasoning is a token but not part of the answer carried to the next turn
