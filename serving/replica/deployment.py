@@ -20,12 +20,13 @@ from typing import Any
 from ray import serve
 
 from serving.config import Settings, settings_from_wire
+from serving.observability.logging import configure_logging
 from serving.registry import Endpoint, registry_actor
 from serving.replica.autoscaling import ENGINE_LOAD_METRIC, POLICY_PATH
 from serving.replica.instance import KILL_GRACE_S, EngineInstance
 from serving.replica.placement import placement
 
-logger = logging.getLogger("ray.serve.qwen_serve.replica")
+logger = logging.getLogger("qwen_serve.replica")
 
 
 def engine_deployment_options(s: Settings) -> dict[str, Any]:
@@ -65,6 +66,8 @@ class EngineReplica:
     # Ray actors (and Serve replicas) accept an async constructor.
     async def __init__(self, settings_wire: dict[str, Any]):  # type: ignore[misc]
         self.settings = settings_from_wire(settings_wire)
+        t = self.settings.telemetry
+        configure_logging(t.log_level, json_logs=t.log_json)  # engine lines become JSON records
         ctx = serve.get_replica_context()
         self.replica_id = f"{ctx.app_name}/{ctx.deployment}#{ctx.replica_tag}"
         self.instance = EngineInstance(self.settings, self.replica_id)

@@ -24,7 +24,7 @@ from serving.replica.placement import Placement, cuda_visible_devices, placement
 from serving.replica.process import EngineProcess, EngineStartError
 from serving.replica.rank import RankInfo, rank_worker_cls, where_am_i
 
-logger = logging.getLogger("ray.serve.qwen_serve.replica")
+logger = logging.getLogger("qwen_serve.replica")
 
 KILL_GRACE_S = 10.0  # SIGTERM → SIGKILL, per rank, after the drain
 DRAIN_MIN_S = 1.5  # the gateway refreshes the registry about once a second: let it see "draining"
@@ -101,7 +101,7 @@ class EngineInstance:
                 strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
                 self._workers.append(
                     cls.options(scheduling_strategy=strategy, **self.placement.actor_resources()).remote(
-                        i, self.replica_id
+                        i, self.replica_id, self.settings.telemetry.log_level, self.settings.telemetry.log_json
                     )
                 )
         # Ranks ≥ 1 first: they wait for rank 0 at --dist-init-addr, as SGLang's do.

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-logger = logging.getLogger("ray.serve.qwen_serve.engine")
+logger = logging.getLogger("qwen_serve.engine")
 
 _PR_SET_PDEATHSIG = 1
 

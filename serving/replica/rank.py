@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from serving.observability.logging import configure_logging
 from serving.replica.placement import cuda_visible_devices
 from serving.replica.process import EngineProcess
 
@@ -42,7 +43,8 @@ def where_am_i() -> tuple[str, str, list[str]]:
 class RankWorker:
     """Plain class; :func:`rank_worker_cls` makes it a Ray actor. Testable without Ray."""
 
-    def __init__(self, rank: int, replica_id: str):
+    def __init__(self, rank: int, replica_id: str, log_level: str = "INFO", log_json: bool = True):
+        configure_logging(log_level, json_logs=log_json)
         self.rank = rank
         self.replica_id = replica_id
         self._proc: EngineProcess | None = None

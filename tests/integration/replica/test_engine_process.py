@@ -33,7 +33,7 @@ def gone(pid: int) -> bool:
 
 
 def test_output_goes_to_the_log_and_the_tail(caplog):
-    caplog.set_level(logging.INFO, logger="ray.serve.qwen_serve.engine")
+    caplog.set_level(logging.INFO, logger="qwen_serve.engine")
     code = "import sys; print('hello from rank', flush=True); print('oops', file=sys.stderr, flush=True); sys.exit(3)"
     p = EngineProcess([sys.executable, "-c", code], {}, rank=1, replica_id="r-1")
     p.start()
