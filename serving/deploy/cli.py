@@ -87,3 +87,19 @@ def schema_cmd(
         typer.echo(f"wrote {SCHEMA_FILE}")
     else:
         typer.echo(text, nl=False)
+
+
+@deploy_app.command("k8s-base")
+def k8s_base_cmd(
+    write: Annotated[bool, typer.Option("--write", help="rewrite k8s/base from the chart's defaults")] = False,
+) -> None:
+    """Print (or write) k8s/base: the chart's default profile as plain manifests for kustomize."""
+    from serving.deploy.kustomize import BASE_DIR, render_base, write_base
+
+    if write:
+        for path in write_base():
+            typer.echo(f"wrote {path}")
+        return
+    for name, text in render_base().items():
+        typer.echo(f"# --- {BASE_DIR.name}/{name}")
+        typer.echo(text, nl=False)
