@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 GPU_RESOURCE = "nvidia.com/gpu"
-CHART_SELECTOR = "app.kubernetes.io/name=qwen-serve"
+CHART_SELECTOR = "app.kubernetes.io/part-of=qwen-serve,app.kubernetes.io/component=engine"
 
 
 @dataclass(frozen=True)

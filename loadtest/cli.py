@@ -1,0 +1,268 @@
+"""``loadtest`` — run sweeps, rebuild reports, plan capacity, or hand over to Locust itself.
+
+Every bad input ends in one message naming the option and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+
+from loadtest.cost import PriceTable, load_prices
+from loadtest.scenarios import ScenarioError, load_scenario
+from loadtest.stats import Slo
+
+app = typer.Typer(help="Locust load tests, reports and capacity plans for OpenAI-compatible endpoints.",
+                  no_args_is_help=True)  # fmt: skip
+F = TypeVar("F", bound=Callable[..., Any])
+
+SloTtft = Annotated[float, typer.Option("--slo-ttft", help="TTFT objective, seconds", min=0.0)]
+SloTpot = Annotated[float, typer.Option("--slo-tpot", help="TPOT objective, seconds", min=0.0)]
+SloPct = Annotated[float, typer.Option("--slo-percentile", help="percentile the objectives apply to", min=0, max=100)]
+PriceOpt = Annotated[list[str] | None, typer.Option("--price", help="override $/GPU-hour, e.g. --price h100=2.5")]
+PricesFile = Annotated[Path | None, typer.Option("--prices", help="YAML price table (format of data/gpu_prices.yaml)")]
+
+
+def clear_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, ScenarioError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _prices(path: Path | None, items: list[str] | None) -> PriceTable:
+    return load_prices(path).with_overrides(items)
+
+
+def _levels(raw: str) -> list[float]:
+    try:
+        levels = [float(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--levels {raw!r}: expected comma-separated numbers, e.g. 1,4,16") from None
+    if not levels or any(x <= 0 for x in levels):
+        raise ValueError("--levels: give at least one positive number")
+    return levels
+
+
+def _gpu_source(kind: str, *, replicas: int, gpus_per_replica: int, gpu_type: str, namespace: str,
+                dashboard_url: str, app_name: str) -> Any:  # fmt: skip
+    from loadtest.gpu_usage import KubernetesUsage, RayServeUsage, StaticUsage
+
+    sources: dict[str, Callable[[], Any]] = {
+        "static": lambda: StaticUsage(replicas, gpus_per_replica, gpu_type),
+        "ray": lambda: RayServeUsage(gpus_per_replica, gpu_type, app=app_name, dashboard_url=dashboard_url),
+        "k8s": lambda: KubernetesUsage(namespace, gpu_type),
+        "none": lambda: None,
+    }
+    if kind not in sources:
+        raise ValueError(f"--gpu-source {kind!r}: choose one of {', '.join(sources)}")
+    return sources[kind]()
+
+
+@app.command("run")
+@clear_errors
+def run(
+    host: Annotated[str, typer.Option(help="OpenAI-compatible base URL (engine or gateway)")],
+    scenario: Annotated[
+        str, typer.Option(help="built-in (chat, coding_agent, rag, long_context) or YAML file")
+    ] = "chat",
+    model: Annotated[str, typer.Option(help="model name sent in requests")] = "qwen3.6-27b",
+    api_key: Annotated[str | None, typer.Option(envvar="LOADTEST_API_KEY", help="bearer key")] = None,
+    mode: Annotated[str, typer.Option(help="concurrency (closed loop) | rate (open loop, Poisson)")] = "concurrency",
+    levels: Annotated[str, typer.Option(help="comma-separated concurrencies or requests/s")] = "1,4,16",
+    duration: Annotated[float, typer.Option(help="measured seconds per level", min=0.1)] = 60.0,
+    warmup: Annotated[float, typer.Option(help="warm-up seconds per level (not measured)", min=0.0)] = 10.0,
+    max_in_flight: Annotated[int, typer.Option(help="open loop: most requests in flight", min=1)] = 256,
+    out: Annotated[Path, typer.Option(help="run directory for records and report")] = Path("runs/latest"),
+    slo_ttft: SloTtft = 1.0,
+    slo_tpot: SloTpot = 0.050,
+    slo_percentile: SloPct = 95.0,
+    price: PriceOpt = None,
+    prices: PricesFile = None,
+    gpu_source: Annotated[str, typer.Option(help="static | ray | k8s | none")] = "static",
+    replicas: Annotated[int, typer.Option(help="static: replicas running", min=0)] = 1,
+    gpus_per_replica: Annotated[int, typer.Option(help="static/ray: GPUs per replica", min=0)] = 1,
+    gpu_type: Annotated[str, typer.Option(help="GPU type for prices")] = "h100",
+    namespace: Annotated[str, typer.Option(help="k8s: namespace of the release")] = "default",
+    dashboard_url: Annotated[str, typer.Option(help="ray: Ray dashboard URL")] = "http://127.0.0.1:8265",
+    app_name: Annotated[str, typer.Option(help="ray: Serve application name")] = "qwen-serve",
+    seed: Annotated[int, typer.Option(help="workload random seed")] = 0,
+    progress: Annotated[bool, typer.Option(help="rich progress bars")] = True,
+) -> None:
+    """Sweep load levels headless in this process, then write report.{json,png,html}."""
+    if mode not in ("concurrency", "rate"):
+        raise ValueError(f"--mode {mode!r}: choose concurrency or rate")
+    sc = load_scenario(scenario)
+    table = _prices(prices, price)
+    lv = _levels(levels)
+    if mode == "concurrency" and any(x != int(x) for x in lv):
+        raise ValueError("--levels: concurrencies must be whole numbers")
+    src = _gpu_source(gpu_source, replicas=replicas, gpus_per_replica=gpus_per_replica, gpu_type=gpu_type,
+                      namespace=namespace, dashboard_url=dashboard_url, app_name=app_name)  # fmt: skip
+    from loadtest.report import build_report, write_report
+    from loadtest.runner import Mode, run_sweep
+    from loadtest.user import UserConfig
+
+    cfg = UserConfig(scenario=sc, model=model, api_key=api_key, seed=seed)
+    run_sweep(host, cfg, out, mode=Mode(mode), levels=lv, duration_s=duration, warmup_s=warmup,
+              max_in_flight=max_in_flight, gpu_source=src, show_progress=progress)  # fmt: skip
+    rep = build_report(out, slo=Slo(slo_ttft, slo_tpot, slo_percentile), prices=table)
+    paths = write_report(rep, out)
+    _print_summary(rep.to_json())
+    typer.echo(" ".join(str(p) for p in paths.values()))
+
+
+def _print_summary(rep: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    q = f"p{rep['slo']['percentile']:g}"
+    t = Table(title=f"{rep['run']['scenario']} — {rep['run']['mode']} sweep")
+    for h in ("load", "req/s", "out tok/s", "goodput", f"TTFT {q} ms", f"TPOT {q} ms", "SLO", "$/M out"):
+        t.add_column(h, justify="right")
+    for p in rep["points"]:
+        ms = [(p[k].get(q) or float("nan")) * 1000 for k in ("ttft_s", "tpot_s")]
+        c = p["cost"].get("usd_per_million_output")
+        t.add_row(f"{p['load']:g}", f"{p['throughput_rps']:.2f}", f"{p['output_tokens_per_s']:.0f}",
+                  f"{p['goodput_rps']:.2f}", f"{ms[0]:.1f}", f"{ms[1]:.1f}", "yes" if p["meets_slo"] else "no",
+                  "–" if c is None else f"{c:.3f}")  # fmt: skip
+    Console(stderr=True).print(t)
+
+
+@app.command("report")
+@clear_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="directory with records.jsonl and run.json")],
+    slo_ttft: SloTtft = 1.0,
+    slo_tpot: SloTpot = 0.050,
+    slo_percentile: SloPct = 95.0,
+    price: PriceOpt = None,
+    prices: PricesFile = None,
+) -> None:
+    """Rebuild the report of a run with other objectives or prices."""
+    from loadtest.report import build_report, write_report
+    from loadtest.runner import RUN_META
+
+    if not (run_dir / RUN_META).is_file():
+        raise ValueError(f"{run_dir}: no {RUN_META} (not a run directory)")
+    rep = build_report(run_dir, slo=Slo(slo_ttft, slo_tpot, slo_percentile), prices=_prices(prices, price))
+    paths = write_report(rep, run_dir)
+    _print_summary(rep.to_json())
+    typer.echo(" ".join(str(p) for p in paths.values()))
+
+
+def _csv(raw: str, cast: Callable[[str], Any], name: str) -> tuple[Any, ...]:
+    try:
+        return tuple(cast(x.strip()) for x in raw.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{name} {raw!r}: expected a comma-separated list") from None
+
+
+def _onoff(x: str) -> bool:
+    if x not in ("on", "off"):
+        raise ValueError(x)
+    return x == "on"
+
+
+@app.command("plan")
+@clear_errors
+def plan(
+    rps: Annotated[float, typer.Option(help="peak requests/s to serve", min=0.0)],
+    scenario: Annotated[str, typer.Option(help="workload: built-in name or YAML file")] = "chat",
+    model: Annotated[str, typer.Option(help="qwen3.6-27b | qwen3.6-35b-a3b")] = "qwen3.6-27b",
+    headroom: Annotated[float, typer.Option(help="spare capacity at peak, e.g. 0.2 = 20 %", min=0.0)] = 0.2,
+    slo_ttft: SloTtft = 1.0,
+    slo_tpot: SloTpot = 0.050,
+    gpus: Annotated[str, typer.Option(help="GPU types to consider")] = "h100,h200,b200",
+    tps: Annotated[str, typer.Option(help="tensor-parallel sizes to consider")] = "1,2,4,8",
+    precisions: Annotated[str, typer.Option(help="bf16,fp8")] = "bf16,fp8",
+    mtp: Annotated[str, typer.Option(help="MTP settings to consider: on,off")] = "off,on",
+    from_report: Annotated[
+        Path | None, typer.Option(help="report.json of a measured sweep instead of the model")
+    ] = None,
+    gpu: Annotated[str, typer.Option(help="with --from-report: GPU type that ran")] = "h100",
+    tp: Annotated[int, typer.Option(help="with --from-report: TP that ran", min=1)] = 1,
+    values_out: Annotated[Path | None, typer.Option(help="write Helm values for helm/qwen-serve here")] = None,
+    price: PriceOpt = None,
+    prices: PricesFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print every option as JSON")] = False,
+) -> None:
+    """Replicas, GPUs and $/month for a target load; the cheapest configuration meeting the SLO."""
+    from loadtest.planner import Candidate, helm_values, plan_from_model, plan_from_report
+
+    if rps <= 0:
+        raise ValueError("--rps must be > 0")
+    if model not in ("qwen3.6-27b", "qwen3.6-35b-a3b"):
+        raise ValueError("--model: qwen3.6-27b or qwen3.6-35b-a3b (FP8 is a candidate dimension)")
+    table = _prices(prices, price)
+    slo = Slo(slo_ttft, slo_tpot)
+    if from_report is not None:
+        data = json.loads(from_report.read_text(encoding="utf-8"))
+        opts = [plan_from_report(data, target_rps=rps, headroom=headroom, prices=table,
+                                 candidate=Candidate(model, gpu, tp, model.endswith("fp8"), False))]  # fmt: skip
+    else:
+        sc = load_scenario(scenario)
+        prec = _csv(precisions, lambda x: {"bf16": False, "fp8": True}[x], "--precisions")
+        opts = plan_from_model(
+            model=model, target_rps=rps, headroom=headroom, slo=slo, prices=table,
+            prompt_tokens=sc.prompt_tokens.mean() + sc.shared_prefix_tokens, output_tokens=sc.output_tokens.mean(),
+            gpus=_csv(gpus, str, "--gpus"), tps=_csv(tps, int, "--tps"), precisions=prec,
+            mtp=_csv(mtp, _onoff, "--mtp"),
+        )  # fmt: skip
+    best = opts[0]
+    if as_json:
+        typer.echo(json.dumps([o.to_json() for o in opts], indent=2))
+    for o in opts if not as_json else ():
+        typer.echo(_option_line(o, o is best))
+    if not best.feasible:
+        typer.echo("error: no configuration meets the SLO at this load", err=True)
+        raise typer.Exit(1)
+    if values_out is not None:
+        chart = Path(__file__).resolve().parents[1] / "helm" / "qwen-serve" / "values.yaml"
+        defaults = yaml.safe_load(chart.read_text(encoding="utf-8")) if chart.is_file() else {}
+        values = helm_values(best, defaults)
+        header = f"# capacity plan: {best.candidate.label()}, {best.replicas} replicas, {rps:g} req/s peak\n"
+        values_out.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+        typer.echo(f"wrote {values_out}", err=True)
+
+
+def _option_line(o: Any, best: bool) -> str:
+    label = f"{o.candidate.label():28s}"
+    if not o.feasible:
+        return f"  {label} infeasible: {o.reason}"
+    return (
+        f"{'*' if best else ' '} {label} {o.replicas:3d} replicas {o.gpus:4d} GPUs  ${o.usd_per_month:>10,.0f}/month"
+        f"  {o.per_replica_rps:6.2f} req/s/replica at batch {o.batch}"
+    )
+
+
+@app.command("locust", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def locust_cmd(ctx: typer.Context) -> None:
+    """Locust's own CLI with loadtest's locustfile: web UI, --headless, --master / --worker.
+
+    Example: loadtest locust --host http://127.0.0.1:8000 --scenario chat   (web UI on :8089)
+    """
+    locustfile = str(Path(__file__).with_name("locustfile.py"))
+    args = list(ctx.args)
+    if "-f" in args:  # add shapes after ours: -f loadtest/profiles/step.py
+        i = args.index("-f")
+        locustfile = f"{locustfile},{args[i + 1]}"
+        del args[i : i + 2]
+    os.execv(sys.executable, [sys.executable, "-m", "locust", "-f", locustfile, *args])
+
+
+if __name__ == "__main__":
+    app()
