@@ -1,0 +1,157 @@
+"""Continuous batching on a virtual GPU: a pure scheduler core driven by a clock it is given.
+
+The server drives it in real time (sleeping each batch's duration); ``report.py`` drives it in
+virtual time to predict benchmark cells. Each call to :meth:`BatchScheduler.next_batch` picks one
+forward pass: a prefill of newly admitted requests (they stall decoding, as in SGLang without mixed
+chunks), else one decode step of every running request.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.engines.simulator.prefix_cache import PrefixCache
+from serving.engines.simulator.timing import TimingModel
+
+
+@dataclass(eq=False)
+class SimRequest:
+    prompt_tokens: int
+    n_out: int  # tokens the request will generate
+    reserve_tokens: int  # KV tokens to hold while running (prompt + max new tokens)
+    pages: list[int] = field(default_factory=list)
+    arrival: float = 0.0
+    cached: int = 0
+    released: int = 0  # generated tokens handed to the client so far
+    credit: float = 0.0
+    state: str = "new"  # waiting | running | done | aborted
+    admitted_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    tag: Any = None  # the server's handle
+
+    @property
+    def context(self) -> int:
+        return self.prompt_tokens + self.released
+
+
+@dataclass
+class Batch:
+    kind: str  # "prefill" | "decode"
+    requests: list[SimRequest]
+    duration_s: float
+    tokens: int  # prefill: new prompt tokens; decode: batch size
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        model: TimingModel,
+        cache: PrefixCache,
+        *,
+        max_running: int,
+        kv_pool_tokens: int,
+        max_prefill_tokens: int = 16384,
+    ) -> None:
+        self.model, self.cache = model, cache
+        self.max_running = max(1, max_running)
+        self.kv_pool_tokens = kv_pool_tokens
+        self.max_prefill_tokens = max_prefill_tokens
+        self.waiting: deque[SimRequest] = deque()
+        self.running: list[SimRequest] = []
+        self.kv_used = 0
+        self.total_context = 0
+        self.accepted_tokens = 0
+        self.decode_steps = 0
+        self.request_steps = 0
+
+    # ---- queue -------------------------------------------------------------------------------
+    def submit(self, r: SimRequest, now: float) -> None:
+        r.arrival, r.state = now, "waiting"
+        self.waiting.append(r)
+
+    def abort(self, r: SimRequest) -> None:
+        if r.state == "waiting":
+            self.waiting.remove(r)
+        elif r.state == "running":
+            self._free(r)
+        r.state = "aborted"
+
+    def _free(self, r: SimRequest) -> None:
+        self.running.remove(r)
+        self.kv_used -= r.reserve_tokens
+        self.total_context -= r.context
+
+    def fits(self, r: SimRequest) -> bool:
+        """Whether ``r`` could ever be admitted (its reservation fits the empty pool)."""
+        return r.reserve_tokens <= self.kv_pool_tokens
+
+    # ---- one forward pass --------------------------------------------------------------------
+    def next_batch(self, now: float) -> Batch | None:
+        admitted: list[SimRequest] = []
+        new_tokens = 0
+        cached_total = 0
+        while self.waiting and len(self.running) + len(admitted) < self.max_running:
+            r = self.waiting[0]
+            if self.kv_used + r.reserve_tokens > self.kv_pool_tokens and (self.running or admitted):
+                break  # head-of-line: wait for memory (an oversized request alone still runs)
+            if admitted and new_tokens + r.prompt_tokens > self.max_prefill_tokens:
+                break
+            self.waiting.popleft()
+            r.cached = min(self.cache.match(r.pages), max(r.prompt_tokens - 1, 0))
+            self.cache.record(r.prompt_tokens, r.cached)
+            r.admitted_at, r.state = now, "running"
+            self.kv_used += r.reserve_tokens
+            new_tokens += r.prompt_tokens - r.cached
+            cached_total += r.cached
+            admitted.append(r)
+        if admitted:
+            self.running.extend(admitted)
+            for r in admitted:
+                self.total_context += r.context
+            dur = self.model.prefill_s(new_tokens, cached_total // len(admitted))
+            return Batch("prefill", admitted, dur, new_tokens)
+        decoding = [r for r in self.running if r.released < r.n_out]
+        if not decoding:
+            return None
+        dur = self.model.decode_step_s(len(decoding), self.total_context)
+        return Batch("decode", decoding, dur, len(decoding))
+
+    def complete(self, b: Batch, now: float) -> list[tuple[SimRequest, int]]:
+        """Apply a finished pass: tokens released per request; finished requests leave."""
+        out: list[tuple[SimRequest, int]] = []
+        if b.kind == "prefill":
+            for r in b.requests:
+                if r.state != "running":
+                    continue
+                self.cache.insert(r.pages)
+                k = 1 if r.n_out > 0 else 0
+                r.released += k
+                self.total_context += k
+                r.first_token_at = now
+                out.append((r, k))
+        else:
+            self.decode_steps += 1
+            self.request_steps += len(b.requests)
+            per = self.model.tokens_per_step
+            for r in b.requests:
+                if r.state != "running":
+                    continue
+                r.credit += per
+                k = min(int(r.credit), r.n_out - r.released)
+                r.credit -= int(r.credit)
+                r.released += k
+                self.total_context += k
+                self.accepted_tokens += k
+                out.append((r, k))
+        for r, _ in out:
+            if r.released >= r.n_out:
+                self._free(r)
+                r.state, r.finished_at = "done", now
+        return out
+
+    @property
+    def spec_accept_length(self) -> float:
+        return self.accepted_tokens / self.request_steps if self.request_steps else 0.0

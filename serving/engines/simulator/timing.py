@@ -1,0 +1,201 @@
+"""Timing model of one SGLang instance on a virtual GPU (pure arithmetic, no clocks).
+
+Per forward pass:
+- **prefill** of ``n`` new tokens after ``c`` cached ones:
+  FLOPs = 2 × active params × n + 4 × full-attention layers × heads × head_dim × n × (c + n/2),
+  at ``prefill_mfu`` of the GPU's dense peak (FP8 peak for FP8 weights), divided over TP.
+- **decode step** of a batch (every running request advances together):
+  time = max(bytes ÷ (HBM bandwidth × ``hbm_efficiency``), FLOPs ÷ (peak × ``decode_mfu``))
+  where bytes = weights touched ÷ TP + KV of every running request's context + recurrent state
+  (read and written), FLOPs as above for the batch's tokens. MoE weights touched for ``T`` tokens:
+  the non-expert part plus experts × (1 − (1 − top_k/experts)^T).
+- a fixed per-layer cost (kernel launches, CUDA-graph replay) per forward pass; MoE layers cost more.
+- TP adds two all-reduces per layer (latency + bytes ÷ NVLink bandwidth).
+- **MTP** (``--speculative-algorithm`` set): one step verifies ``draft`` tokens per request (the batch
+  grows ``draft``×) after ``draft − 1`` draft passes of the one MTP layer + LM head, and yields
+  ``accept_length`` tokens per request on average.
+
+Capacity (SGLang-like pools): the static budget (GPU memory × ``--mem-fraction-static``) holds the
+weights ÷ TP, one recurrent-state slot per running request (two with ``extra_buffer``), and a KV
+token pool with the rest. A request is admitted when a slot is free and the pool can hold its prompt
+plus its ``max_tokens``; the rest wait in the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from serving.config.hardware import GPU_PROFILES, GpuProfile, GpuType
+from serving.config.memory import kv_bytes_per_token, weight_bytes
+from serving.config.presets import ModelPreset, get_preset
+
+MOE_EXPERTS = 256
+MOE_TOP_K = 8
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Efficiency constants, fitted once against the published cells (see ``report.py``)."""
+
+    hbm_efficiency: float = 0.85
+    prefill_mfu: float = 0.60
+    decode_mfu: float = 0.45
+    layer_overhead_s: float = 6e-6
+    moe_layer_overhead_s: float = 45e-6
+    allreduce_latency_s: float = 8e-6
+    draft_overhead_s: float = 60e-6  # one MTP draft pass: launches of its layer + LM head + sampling
+
+
+DEFAULT_CALIBRATION = Calibration()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The facts of one instance that the timing model reads (what its argv says)."""
+
+    preset: ModelPreset
+    gpu: GpuType = GpuType.H100
+    tp: int = 1
+    pp: int = 1
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    ssm_dtype: str = "float32"
+    mem_fraction: float = 0.88
+    max_running: int | None = None
+    draft_tokens: int | None = None  # None: no speculative decoding
+    accept_length: float = 2.8
+    extra_buffer: bool = True
+
+    @classmethod
+    def of(cls, preset: str, **kw: object) -> Deployment:
+        return cls(get_preset(preset), **kw)  # type: ignore[arg-type]
+
+    def with_(self, **kw: object) -> Deployment:
+        return replace(self, **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Capacity:
+    max_running: int
+    kv_pool_tokens: int
+    state_slots: int
+    budget_bytes: int
+    weights_bytes: int
+
+
+class TimingModel:
+    def __init__(self, d: Deployment, cal: Calibration = DEFAULT_CALIBRATION) -> None:
+        self.d, self.cal = d, cal
+        p = d.preset
+        self.gpu: GpuProfile = GPU_PROFILES[d.gpu]
+        self.shards = d.tp * d.pp
+        self.weights_total = weight_bytes(p, d.quantization)
+        self.bytes_per_param = self.weights_total / p.total_params
+        self.fp8 = d.quantization == "fp8" or p.quantization == "fp8"
+        self.peak = (self.gpu.fp8_flops if self.fp8 else self.gpu.bf16_flops) * d.tp
+        self.bw = self.gpu.hbm_bandwidth_bytes_s * cal.hbm_efficiency
+        self.kv_per_token = kv_bytes_per_token(p, d.kv_cache_dtype) // (min(d.tp, p.kv_heads) * d.pp)
+        self.state = p.state_bytes(d.ssm_dtype) // self.shards
+        self.moe = p.family == "qwen3.6-moe"
+        if self.moe:
+            frac = MOE_TOP_K / MOE_EXPERTS
+            self.non_expert = (p.active_params - p.total_params * frac) / (1 - frac)
+        else:
+            self.non_expert = p.total_params
+        self.attn_flops_per_pair = 4 * p.full_attention_layers * p.attention_heads * p.head_dim
+        per_layer = cal.moe_layer_overhead_s if self.moe else cal.layer_overhead_s
+        self.launch_s = p.layers * per_layer
+        self.spec = d.draft_tokens is not None and d.draft_tokens > 1
+        self.accept = min(d.accept_length, float(d.draft_tokens or 1)) if self.spec else 1.0
+
+    # ---- capacity ----------------------------------------------------------------------------
+    def capacity(self, reserve_tokens: int | None = None) -> Capacity:
+        """Running slots and KV pool. ``reserve_tokens``: the tokens one request holds (for sizing
+        slots when ``--max-running-requests`` is unset: as many as fit with that much KV each)."""
+        budget = int(self.gpu.memory_bytes * self.d.mem_fraction)
+        weights = int(self.weights_total / self.shards)
+        room = max(0, budget - weights)
+        slot = self.state * (2 if self.d.extra_buffer else 1)
+        if self.d.max_running is not None:
+            slots = self.d.max_running
+        else:
+            per = slot + (reserve_tokens or self.d.preset.max_context) * self.kv_per_token
+            slots = max(1, min(256, room // max(per, 1)))
+        slots = min(slots, room // slot) if slot else slots
+        pool = (room - slots * slot) // self.kv_per_token if self.kv_per_token else 1 << 40
+        return Capacity(int(max(slots, 0)), int(max(pool, 0)), int(slots), budget, weights)
+
+    # ---- forward passes ----------------------------------------------------------------------
+    def weight_bytes_touched(self, tokens: int) -> float:
+        p = self.d.preset
+        if not self.moe:
+            params = p.total_params
+        else:
+            frac = 1 - (1 - MOE_TOP_K / MOE_EXPERTS) ** max(tokens, 1)
+            params = self.non_expert + (p.total_params - self.non_expert) * frac
+        return params * self.bytes_per_param / self.shards
+
+    def _comm_s(self, tokens: int) -> float:
+        if self.d.tp <= 1:
+            return 0.0
+        msg = tokens * self.d.preset.hidden_size * 2
+        per = self.cal.allreduce_latency_s + 2 * msg * (self.d.tp - 1) / self.d.tp / self.gpu.nvlink_bandwidth_bytes_s
+        return 2 * self.d.preset.layers * per
+
+    def prefill_s(self, new_tokens: int, cached_tokens: int = 0) -> float:
+        """One prefill pass over ``new_tokens`` after ``cached_tokens`` already in the cache."""
+        if new_tokens <= 0:
+            return 0.0
+        p = self.d.preset
+        flops = 2 * p.active_params * new_tokens + self.attn_flops_per_pair * new_tokens * (
+            cached_tokens + new_tokens / 2
+        )
+        compute = flops / (self.peak * self.cal.prefill_mfu)
+        memory = (self.weight_bytes_touched(new_tokens) + cached_tokens * self.kv_per_token) / self.bw
+        return max(compute, memory) + self.launch_s + self._comm_s(new_tokens)
+
+    def forward_s(self, batch: int, total_context: int, q: int = 1) -> float:
+        """One decode/verify pass: ``batch`` requests, ``q`` query tokens each, ``total_context``
+        tokens of context summed over the batch."""
+        if batch <= 0:
+            return 0.0
+        p = self.d.preset
+        tokens = batch * q
+        bytes_ = self.weight_bytes_touched(tokens) + total_context * self.kv_per_token + 2 * batch * self.state
+        flops = 2 * p.active_params * tokens + self.attn_flops_per_pair * q * total_context
+        return max(bytes_ / self.bw, flops / (self.peak * self.cal.decode_mfu)) + self.launch_s + self._comm_s(tokens)
+
+    def draft_pass_s(self, batch: int) -> float:
+        p = self.d.preset
+        layer_params = self.weight_bytes_touched(batch) / max(p.layers, 1)
+        head = p.vocab_size * p.hidden_size * self.bytes_per_param / self.shards
+        return (layer_params + head) / self.bw + self.cal.draft_overhead_s + self._comm_s(batch) / p.layers
+
+    def decode_step_s(self, batch: int, total_context: int) -> float:
+        """Wall time of one decode step of the whole batch (with MTP: drafts + one verify)."""
+        if batch <= 0:
+            return 0.0
+        if not self.spec:
+            return self.forward_s(batch, total_context)
+        draft = int(self.d.draft_tokens or 1)
+        return (draft - 1) * self.draft_pass_s(batch) + self.forward_s(batch, total_context, q=draft)
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.accept
+
+    def memory_bound(self, batch: int, total_context: int) -> bool:
+        """Whether a plain decode pass of this batch is limited by HBM bandwidth (vs compute)."""
+        p = self.d.preset
+        bytes_ = self.weight_bytes_touched(batch) + total_context * self.kv_per_token + 2 * batch * self.state
+        flops = 2 * p.active_params * batch + self.attn_flops_per_pair * total_context
+        return bytes_ / self.bw >= flops / (self.peak * self.cal.decode_mfu)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def steps_for(tokens: int, per_step: float) -> int:
+    return max(0, math.ceil(tokens / per_step)) if per_step > 0 else tokens
