@@ -96,7 +96,7 @@ def check_candidate(c: Candidate) -> str:
     try:
         load_settings(overrides=candidate_settings(c), env={})
     except ConfigError as exc:
-        return str(exc).splitlines()[0] if str(exc) else "refused by settings validation"
+        return "; ".join(str(p) for p in exc.problems) or "refused by settings validation"
     return ""
 
 

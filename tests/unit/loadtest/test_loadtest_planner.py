@@ -1,0 +1,84 @@
+"""The planner picks the cheapest configuration meeting the SLO and writes values the chart accepts."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from loadtest.cost import load_prices
+from loadtest.planner import Candidate, evaluate, helm_values, plan_from_model, plan_from_report, predict
+from loadtest.stats import Slo
+from serving.config import load_settings
+
+pytestmark = pytest.mark.unit
+
+CHART = Path(__file__).resolve().parents[3] / "helm" / "qwen-serve"
+WORK = {"prompt_tokens": 2000.0, "output_tokens": 400.0}
+
+
+def plan(prices, slo, **kw):
+    return plan_from_model(model="qwen3.6-27b", target_rps=40.0, headroom=0.25, slo=slo, prices=prices, **WORK, **kw)
+
+
+def test_price_decides_between_gpu_types():
+    slo = Slo(ttft_s=1.0, tpot_s=0.05)
+    h200_cheap = load_prices().with_overrides(["h100=10", "h200=1"])
+    h100_cheap = load_prices().with_overrides(["h100=1", "h200=10"])
+    only = {"gpus": ("h100", "h200"), "tps": (1, 2), "precisions": (True,), "mtp": (True,)}
+    assert plan(h200_cheap, slo, **only)[0].candidate.gpu == "h200"
+    assert plan(h100_cheap, slo, **only)[0].candidate.gpu == "h100"
+
+
+def test_tight_tpot_leaves_only_speculative_decoding():
+    # Without MTP a 27B decode step on one H100 reads ≥ 30 GB of FP8 weights: > 10 ms per token.
+    slo = Slo(ttft_s=2.0, tpot_s=0.008)
+    opts = plan(load_prices(), slo, gpus=("h100",), tps=(1,), precisions=(True,), mtp=(False, True))
+    best = opts[0]
+    assert best.feasible and best.candidate.mtp
+    assert all(not o.feasible for o in opts if not o.candidate.mtp)
+
+
+def test_the_choice_is_the_cheapest_feasible_and_meets_the_slo_with_headroom():
+    slo = Slo()
+    prices = load_prices()
+    opts = plan(prices, slo, gpus=("h100", "h200"), tps=(1, 2, 4))
+    feasible = [o for o in opts if o.feasible]
+    best = opts[0]
+    assert best.usd_per_month == min(o.usd_per_month for o in feasible)
+    assert best.ttft_s <= slo.ttft_s and best.tpot_s <= slo.tpot_s
+    assert best.replicas * best.per_replica_rps >= 40.0 * 1.25
+    assert (best.replicas - 1) * best.per_replica_rps < 40.0 * 1.25  # not one replica too many
+    # The prediction at the chosen batch is what the option reports.
+    p = predict(best.candidate, batch=best.batch, mtp_accept=2.8, **WORK)
+    assert p.rps == pytest.approx(best.per_replica_rps)
+
+
+def test_candidates_the_settings_refuse_are_skipped_with_the_reason():
+    o = evaluate(Candidate("qwen3.6-27b", "h100", 5, False, False), target_rps=1, headroom=0, slo=Slo(),
+                 prices=load_prices(), **WORK)  # fmt: skip
+    assert not o.feasible and "tp" in o.reason.lower()
+
+
+def test_plan_from_a_measured_report():
+    report = {"run": {"mode": "concurrency"}, "slo_point": {"index": 1, "load": 16, "throughput_rps": 6.0},
+              "points": [{"cost": {}}, {"cost": {"replicas": 2}}]}  # fmt: skip
+    o = plan_from_report(report, target_rps=30, headroom=0.2, candidate=Candidate("qwen3.6-27b", "h200", 2, False, True),
+                         prices=load_prices())  # fmt: skip
+    assert o.per_replica_rps == pytest.approx(3.0)
+    assert o.replicas == 12 and o.gpus == 24
+
+
+def test_values_file_is_accepted_by_the_chart_schema():
+    best = plan(load_prices(), Slo())[0]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = helm_values(best, defaults)
+    merged = {**defaults, **values}  # Helm merges maps; our two keys replace the chart's
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.validate(merged, schema)
+    s = load_settings(overrides=values["settings"], env={})  # the settings tree accepts it too
+    assert s.parallelism.tp == best.candidate.tp
+    assert s.parallelism.gpu_type.value == best.candidate.gpu
+    assert s.autoscaling.max_replicas == best.replicas
+    assert values["workerGroups"][0]["gpuProduct"]
