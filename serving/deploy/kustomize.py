@@ -24,9 +24,10 @@ def _strip(node: Any) -> Any:
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
+            kept = value
             if key == "labels" and isinstance(value, dict):
-                value = {k: v for k, v in value.items() if k not in HELM_ONLY_LABELS}
-            out[key] = _strip(value)
+                kept = {k: v for k, v in value.items() if k not in HELM_ONLY_LABELS}
+            out[key] = _strip(kept)
         return out
     if isinstance(node, list):
         return [_strip(v) for v in node]
@@ -68,9 +69,7 @@ def _dump(docs: list[dict[str, Any]]) -> str:
 
 def render_base() -> dict[str, str]:
     """File name → content of ``k8s/base`` (kustomization.yaml included)."""
-    files = {
-        name: HEADER + _dump(docs) for name, docs in chart_objects().items()
-    }
+    files = {name: HEADER + _dump(docs) for name, docs in chart_objects().items()}
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",

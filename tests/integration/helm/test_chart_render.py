@@ -1,0 +1,223 @@
+"""The chart, rendered and linted by the real Helm Go SDK, every object validated offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helm_support import (
+    CHART,
+    CRD_KINDS,
+    EVERYTHING_ON,
+    K8S_VERSION,
+    PROFILES,
+    deep_merge,
+    merged_values,
+    profile_values,
+    render,
+    validate_object,
+)
+
+from serving.config import load_settings
+from serving.deploy import serve_config
+from serving.engines import plan_instance
+
+pytestmark = pytest.mark.integration
+
+DIST_ADDR = "10.0.0.1:20000"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {p: render(profile_values(p)) for p in PROFILES}
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _serve_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(_one(docs, "RayService")["spec"]["serveConfigV2"])
+
+
+def test_every_profile_is_present() -> None:
+    names = set(PROFILES)
+    for wanted in ("values-h100-tp8.yaml", "values-h200-tp1.yaml", "values-35b-a3b.yaml", "values-cpu-dev.yaml"):
+        assert wanted in names
+    assert any("2node" in n for n in names)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_lints_clean_in_strict_mode(profile: str) -> None:
+    import helm_python as helm
+
+    report = helm.lint(CHART, profile_values(profile), strict=True, kube_version=f"v{K8S_VERSION}.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, json.dumps(problems, indent=2)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_object_validates(profile: str, rendered: dict[str, list[dict[str, Any]]], reference_dir: Path) -> None:
+    docs = rendered[profile]
+    assert {"RayService", "ServiceAccount", "Secret", "NetworkPolicy"} <= {d["kind"] for d in docs}
+    for doc in docs:
+        validate_object(doc, reference_dir)
+
+
+def test_optional_objects_validate_too(reference_dir: Path) -> None:
+    docs = render(EVERYTHING_ON)
+    kinds = {d["kind"] for d in docs}
+    assert {"Ingress", "ServiceMonitor", "PrometheusRule", "Service", "ConfigMap", "PodDisruptionBudget"} <= kinds
+    assert {"PersistentVolumeClaim", "Pod"} <= kinds  # the cache claim and the helm test pod
+    for doc in docs:
+        validate_object(doc, reference_dir)
+    rule = _one(docs, "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {
+        "QwenServeQueueDepthHigh",
+        "QwenServeErrorRateHigh",
+        "QwenServeTTFTp95High",
+        "QwenServeReplicaFlapping",
+    }
+
+
+def test_kubernetes_validate_refuses_a_broken_object(reference_dir: Path) -> None:
+    """The validator in use does catch mistakes (strict: unknown fields)."""
+    import kubernetes_validate
+
+    pdb = next(d for d in render({}) if d["kind"] == "PodDisruptionBudget")
+    pdb["spec"]["maxUnavailabel"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_object(pdb, reference_dir)
+    ray = _one(render({}), "RayService")
+    ray["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplica"] = 1
+    with pytest.raises(AssertionError, match="minReplica"):
+        validate_object(ray, reference_dir)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_serve_config_passes_rays_own_schema(profile: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg = _serve_config(rendered[profile])
+    parsed = ServeDeploySchema.parse_obj(cfg)
+    app = parsed.applications[0]
+    assert app.import_path == "serving.app:app_builder"
+    assert {d.name for d in app.deployments} == {"Gateway", "EngineReplica"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_serve_config_equals_the_python_derivation(profile: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """One source of truth: the template and serving.deploy.serve_config agree for the same values."""
+    settings = merged_values(profile_values(profile))["settings"]
+    assert _serve_config(rendered[profile]) == serve_config(settings)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_settings_pass_settings_validation(profile: str) -> None:
+    settings = merged_values(profile_values(profile))["settings"]
+    s = load_settings(overrides=settings, env={})
+    assert s.engine.port > 0
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_pods_run_the_launch_plan_the_cli_prints(
+    profile: str, rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """What a worker's replica computes (serveConfigV2 args + the pod's env) equals `serving launch-plan`."""
+    docs = rendered[profile]
+    ray = _one(docs, "RayService")
+    cfg = _serve_config(docs)
+    settings = cfg["applications"][0]["args"]["settings"]
+    group = ray["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    container = group["template"]["spec"]["containers"][0]
+    pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    s = load_settings(overrides=settings, env=pod_env)
+    multi = s.parallelism.nodes > 1
+    in_pod = json.loads(plan_instance(s, dist_init_addr=DIST_ADDR if multi else None).to_json())
+
+    # The CLI, as a user runs it, on the values' settings block written as a settings file.
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(profile_values(profile)))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    cli = [sys.executable, "-m", "serving.cli.main"]
+    settings_yaml = subprocess.run(
+        [*cli, "deploy", "settings", *([] if profile == "values.yaml" else ["-f", str(values_file)])],
+        capture_output=True, text=True, check=True, env=env, timeout=120,
+    ).stdout  # fmt: skip
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(settings_yaml)
+    args = ["launch-plan", "-c", str(settings_file), "--json", *(["--dist-init-addr", DIST_ADDR] if multi else [])]
+    printed = json.loads(
+        subprocess.run([*cli, *args], capture_output=True, text=True, check=True, env=env, timeout=120).stdout
+    )
+    assert in_pod == printed
+
+    # The pods match the plan: one rank per pod, its GPUs requested, the engine port exposed.
+    assert group["numOfHosts"] == len(printed["ranks"])
+    gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu", 0)
+    assert gpus == printed["gpus_per_rank"]
+    assert {"name": "engine", "containerPort": printed["port"]} in container["ports"]
+    bundles = next(d for d in cfg["applications"][0]["deployments"] if d["name"] == "EngineReplica")[
+        "placement_group_bundles"
+    ]
+    assert len(bundles) == len(printed["ranks"])
+    assert all(b.get("GPU", 0) == printed["gpus_per_rank"] for b in bundles)
+
+
+def test_multinode_profile_spreads_ranks_over_nodes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    profile = next(p for p in PROFILES if "2node" in p)
+    ray = _one(rendered[profile], "RayService")
+    group = ray["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert group["numOfHosts"] == 2
+    spread = group["template"]["spec"]["topologySpreadConstraints"][0]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "DoNotSchedule")
+    engine = next(
+        d for d in _serve_config(rendered[profile])["applications"][0]["deployments"] if d["name"] == "EngineReplica"
+    )
+    assert engine["placement_group_strategy"] == "STRICT_SPREAD"
+
+
+def test_security_defaults_on_every_container(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    ray = _one(rendered["values.yaml"], "RayService")
+    cluster = ray["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod["containers"] + pod.get("initContainers", []):
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "nvidia.com/gpu" not in json.dumps(head["resources"])
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    shm = next(v for v in worker["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    env = {e["name"]: e for e in worker["containers"][0]["env"]}
+    assert env["HF_HUB_OFFLINE"]["value"] == "1"
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_secrets_stay_out_of_the_serve_config() -> None:
+    docs = render(deep_merge({}, {"secrets": {"apiKeys": ["sk-secret-key-0123456789"], "hfToken": "hf_secret_token"}}))
+    ray = json.dumps(_one(docs, "RayService"))
+    assert "sk-secret-key-0123456789" not in ray
+    assert "hf_secret_token" not in ray
+    secret = _one(docs, "Secret")
+    assert secret["stringData"]["api-keys"] == "sk-secret-key-0123456789"
+    with_existing = render({"secrets": {"existingSecret": "team-credentials"}})
+    assert "Secret" not in {d["kind"] for d in with_existing}
+    assert "team-credentials" in json.dumps(_one(with_existing, "RayService"))
+
+
+@pytest.mark.parametrize("kind", sorted(CRD_KINDS))
+def test_crd_kinds_are_rendered_when_enabled(kind: str) -> None:
+    assert kind in {d["kind"] for d in render(EVERYTHING_ON)}
