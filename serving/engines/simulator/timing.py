@@ -40,6 +40,9 @@ class Calibration:
 
     hbm_efficiency: float = 0.85
     prefill_mfu: float = 0.60
+    # Block-wise FP8 GEMMs (per-block scales) reach a far smaller share of the FP8 peak than bf16
+    # GEMMs of the bf16 peak: fitted to the H200 FP8 cells.
+    prefill_mfu_fp8: float = 0.36
     decode_mfu: float = 0.45
     layer_overhead_s: float = 6e-6
     moe_layer_overhead_s: float = 45e-6
@@ -96,6 +99,9 @@ class TimingModel:
         self.peak = (self.gpu.fp8_flops if self.fp8 else self.gpu.bf16_flops) * d.tp
         self.bw = self.gpu.hbm_bandwidth_bytes_s * cal.hbm_efficiency
         self.kv_per_token = kv_bytes_per_token(p, d.kv_cache_dtype) // (min(d.tp, p.kv_heads) * d.pp)
+        self.spec = d.draft_tokens is not None and d.draft_tokens > 1
+        # The MTP layer keeps its own KV pool of the same size: one more full-attention layer.
+        self.pool_kv_per_token = self.kv_per_token * (p.full_attention_layers + 1) // p.full_attention_layers
         self.state = p.state_bytes(d.ssm_dtype) // self.shards
         self.moe = p.family == "qwen3.6-moe"
         if self.moe:
@@ -106,7 +112,6 @@ class TimingModel:
         self.attn_flops_per_pair = 4 * p.full_attention_layers * p.attention_heads * p.head_dim
         per_layer = cal.moe_layer_overhead_s if self.moe else cal.layer_overhead_s
         self.launch_s = p.layers * per_layer
-        self.spec = d.draft_tokens is not None and d.draft_tokens > 1
         self.accept = min(d.accept_length, float(d.draft_tokens or 1)) if self.spec else 1.0
 
     # ---- capacity ----------------------------------------------------------------------------
@@ -120,10 +125,11 @@ class TimingModel:
         if self.d.max_running is not None:
             slots = self.d.max_running
         else:
-            per = slot + (reserve_tokens or self.d.preset.max_context) * self.kv_per_token
+            per = slot + (reserve_tokens or self.d.preset.max_context) * self.pool_kv_per_token
             slots = max(1, min(256, room // max(per, 1)))
         slots = min(slots, room // slot) if slot else slots
-        pool = (room - slots * slot) // self.kv_per_token if self.kv_per_token else 1 << 40
+        kv = self.pool_kv_per_token if self.spec else self.kv_per_token
+        pool = (room - slots * slot) // kv if kv else 1 << 40
         return Capacity(int(max(slots, 0)), int(max(pool, 0)), int(slots), budget, weights)
 
     # ---- forward passes ----------------------------------------------------------------------
@@ -151,7 +157,7 @@ class TimingModel:
         flops = 2 * p.active_params * new_tokens + self.attn_flops_per_pair * new_tokens * (
             cached_tokens + new_tokens / 2
         )
-        compute = flops / (self.peak * self.cal.prefill_mfu)
+        compute = flops / (self.peak * (self.cal.prefill_mfu_fp8 if self.fp8 else self.cal.prefill_mfu))
         memory = (self.weight_bytes_touched(new_tokens) + cached_tokens * self.kv_per_token) / self.bw
         return max(compute, memory) + self.launch_s + self._comm_s(new_tokens)
 

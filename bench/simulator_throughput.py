@@ -1,0 +1,131 @@
+"""Zero-delay streaming throughput of the simulator (one server process, one event loop = one core).
+
+    .venv/bin/python bench/simulator_throughput.py [--clients 32] [--seconds 5] [--max-tokens 512]
+
+Starts ``python -m serving.engines.simulator --sim-zero-delay`` on a free port, streams chat
+completions from N concurrent httpx clients for a few seconds, counts SSE token events (one per
+token, as SGLang sends them) and prints tokens/s. The goal is ≥ 5,000 tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+GOAL = 5000.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(port: int) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "serving.engines.simulator",
+        "--model-path",
+        "Qwen/Qwen3.6-27B",
+        "--served-model-name",
+        "qwen3.6-27b",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--sim-preset",
+        "qwen3.6-27b",
+        "--sim-zero-delay",
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"simulator exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                if (await c.get(base + "/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("simulator did not become healthy")
+
+
+async def client(base: str, stop_at: float, max_tokens: int, counts: list[int]) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "benchmark"}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    async with httpx.AsyncClient(timeout=60) as c:
+        while time.monotonic() < stop_at:
+            async with c.stream("POST", base + "/v1/chat/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {") and '"delta":{"content"' in line:
+                        counts[0] += 1
+                    if time.monotonic() >= stop_at:
+                        break
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--url", default=None, help="benchmark a running simulator instead of starting one")
+    a = ap.parse_args()
+    proc = None
+    base = a.url
+    if base is None:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = start(port)
+    try:
+        await wait_ready(base, proc) if proc else None
+        counts = [0]
+        t0 = time.monotonic()
+        stop_at = t0 + a.seconds
+        await asyncio.gather(*(client(base, stop_at, a.max_tokens, counts) for _ in range(a.clients)))
+        dt = time.monotonic() - t0
+        rate = counts[0] / dt
+        cpu = None
+        if proc is not None:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().split()  # noqa: ASYNC240 - after the run
+            cpu = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+        print(
+            json.dumps(
+                {
+                    "clients": a.clients,
+                    "seconds": round(dt, 2),
+                    "tokens": counts[0],
+                    "tokens_per_s": round(rate),
+                    "server_cpu_s": cpu,
+                    "goal": GOAL,
+                    "meets_goal": rate >= GOAL,
+                }
+            )
+        )
+        return 0 if rate >= GOAL else 1
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
