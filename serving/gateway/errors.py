@@ -73,15 +73,36 @@ class ApiError(Exception):
         return JSONResponse(self.body(request_id), status_code=self.status, headers=headers)
 
 
+def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A pydantic loc without its type tags (``str``, ``list[int]``, ``function-after[...]``)."""
+    tags = {"str", "int", "float", "bool", "list", "dict", "none", "constrained-str", "constrained-int"}
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in tags or "[" in p or p.startswith("json-"))))
+
+
 def from_validation(exc: ValidationError) -> ApiError:
-    """First pydantic error → 400 naming the field (``messages.0.role``)."""
+    """The first invalid field → 400 naming it (``messages.0.role``). The alternatives of a union
+    (``stop``: a string or a list of strings) are reported together under the field's name."""
     errs = exc.errors(include_url=False)
-    first = errs[0] if errs else {"loc": (), "msg": "invalid request", "type": "value_error"}
-    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-"))))
-    if first["type"] == "json_invalid":
-        return ApiError(400, f"request body is not valid JSON: {first['msg']}", code="invalid_json")
-    extra = f" ({len(errs) - 1} more)" if len(errs) > 1 else ""
-    return ApiError(400, f"{loc or 'body'}: {first['msg']}{extra}", code="invalid_value", param=loc or None)
+    if not errs:
+        return ApiError(400, "invalid request", code="invalid_value")
+    if errs[0]["type"] == "json_invalid":
+        return ApiError(400, f"request body is not valid JSON: {errs[0]['msg']}", code="invalid_json")
+    if errs[0]["type"] == "model_type" and not errs[0]["loc"]:
+        return ApiError(400, "request body must be a JSON object", code="invalid_value")
+    first = _field_path(errs[0]["loc"])
+    head = first[:1]
+    same = [e for e in errs if _field_path(e["loc"])[:1] == head]
+    path = first
+    for e in same[1:]:  # common prefix: the field all the union's alternatives belong to
+        other = _field_path(e["loc"])
+        n = 0
+        while n < min(len(path), len(other)) and path[n] == other[n]:
+            n += 1
+        path = path[:n]
+    param = ".".join(str(p) for p in path) or None
+    msgs = list(dict.fromkeys(e["msg"] for e in same))
+    detail = msgs[0] if len(msgs) == 1 else "; or ".join(msgs[:3])
+    return ApiError(400, f"{param or 'body'}: {detail}", code="invalid_value", param=param)
 
 
 def from_upstream(status: int, body: bytes) -> ApiError:

@@ -149,6 +149,7 @@ class RelayResponse(Response):
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             media_type=self.media_type,
         )
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # streamed: chunked
         self.upstream = upstream
         self.rewriter = rewriter
         self.t0 = t0

@@ -126,3 +126,30 @@ def make_rig() -> Callable[..., Any]:
         return Rig(client, {e.name: e for e in engines}, spans, app)
 
     return build
+
+
+BAD_INPUTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "bad_inputs.yaml"
+
+
+def bad_input_cases() -> list[dict[str, Any]]:
+    import yaml
+
+    return list(yaml.safe_load(BAD_INPUTS.read_text(encoding="utf-8"))["cases"])
+
+
+def bad_input_request(case: dict[str, Any]) -> tuple[str, str, bytes]:
+    """(method, path, body bytes) for one corpus case."""
+    import base64
+
+    method, path = case.get("method", "POST"), case.get("path", "/v1/chat/completions")
+    if "raw" in case:
+        return method, path, case["raw"].encode()
+    if "raw_b64" in case:
+        return method, path, base64.b64decode(case["raw_b64"])
+    if "huge_body_bytes" in case:
+        pad = "x" * case["huge_body_bytes"]
+        return method, path, json.dumps({"model": MODEL, "messages": [{"role": "user", "content": pad}]}).encode()
+    if "many_messages" in case:
+        msgs = [{"role": "user", "content": "hi"}] * case["many_messages"]
+        return method, path, json.dumps({"model": MODEL, "messages": msgs}).encode()
+    return method, path, json.dumps(case["json"]).encode()

@@ -1,0 +1,51 @@
+"""The gateway as Ray Serve's ingress: a thin class around :func:`serving.gateway.create_app`.
+
+The app is built on the replica (``__serve_build_asgi_app__``, called by ``@serve.ingress()``
+after ``__init__``) from the settings handed over in wire form, with ``RegistryEndpoints`` as
+its endpoint source. Tokens never cross a Ray handle: the app talks HTTP to the engines. The
+engine deployment's handle is accepted only so that the engines belong to the same application
+graph (deployed, scaled and torn down with it); it is never called per request.
+
+How clients skip the default proxy hop (Ray 2.60, see README.md "Ingress path"): set
+``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` (or ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, which turns it on)
+or ``RAY_SERVE_ENABLE_HA_PROXY=1`` in the environment of every Ray node before Ray starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from serving.config import Settings, settings_from_wire
+from serving.gateway.app import create_app
+from serving.observability.logging import configure_logging
+from serving.registry import RegistryEndpoints
+
+
+def gateway_deployment_options(settings: Settings) -> dict[str, Any]:
+    """Ray Serve options of the gateway deployment (user overrides are merged by the builder)."""
+    g = settings.gateway
+    return {
+        "name": "gateway",
+        "num_replicas": g.replicas,
+        # The gateway admits up to max_in_flight itself (503 + Retry-After beyond); let Serve's
+        # own queue cap sit just above it so the gateway, not the proxy, answers overload.
+        "max_ongoing_requests": g.limits.max_in_flight + 16,
+        "ray_actor_options": {"num_cpus": 0.5},
+        "health_check_period_s": 10.0,
+        "graceful_shutdown_timeout_s": settings.replica.drain_grace_s,
+    }
+
+
+@serve.deployment
+@serve.ingress()
+class Gateway:
+    def __init__(self, wire_settings: dict[str, Any], engines: Any = None) -> None:
+        self.settings = settings_from_wire(wire_settings)
+        self.engines = engines  # keeps the engine deployment in this application; never called per token
+        t = self.settings.telemetry
+        configure_logging(t.log_level, json_logs=t.log_json)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_app(self.settings, RegistryEndpoints())

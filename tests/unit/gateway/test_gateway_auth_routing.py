@@ -1,0 +1,151 @@
+"""API keys, per-key limits, keys never in logs; routing policies."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from conftest import MODEL, FakeEngine
+
+from serving.config import RoutingPolicy, load_settings
+from serving.gateway.auth import RateLimiter
+from serving.gateway.errors import ApiError
+from serving.gateway.routing import ROUTERS, Outstanding, RequestContext, make_router
+from serving.observability.logging import configure_logging
+from serving.registry import Endpoint
+
+pytestmark = pytest.mark.unit
+
+KEY = "sk-test-abcdef0123456789-secret"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_missing_wrong_and_right_key(make_rig, tmp_path):
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("# one per line\nsk-from-file-0001\n")
+    rig = await make_rig(
+        {"gateway": {"api_keys": {"file": str(keyfile)}}},
+        env={"QWEN_SERVE_GATEWAY__API_KEYS__KEYS": f'["{KEY}"]'},
+    )
+    r = await rig.client.post("/v1/chat/completions", json=BODY)
+    assert r.status_code == 401
+    assert r.json()["error"]["type"] == "authentication_error"
+    r = await rig.client.post("/v1/chat/completions", json=BODY, headers={"authorization": "Bearer nope"})
+    assert r.status_code == 401
+    assert (await rig.client.get("/v1/models", headers={"authorization": "Basic abc"})).status_code == 401
+    for key in (KEY, "sk-from-file-0001"):
+        r = await rig.client.post("/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+    assert (await rig.client.get("/health")).status_code == 200  # probes stay open
+    assert "authorization" not in rig.engines["engine-a"].headers[0]  # the client key is not forwarded
+
+
+async def test_requests_per_minute_limit_gives_429_with_retry_after(make_rig):
+    rig = await make_rig({"gateway": {"limits": {"requests_per_min": 2}, "api_keys": {"keys": [KEY]}}})
+    h = {"authorization": f"Bearer {KEY}"}
+    assert [(await rig.client.post("/v1/chat/completions", json=BODY, headers=h)).status_code for _ in range(2)] == [
+        200,
+        200,
+    ]
+    r = await rig.client.post("/v1/chat/completions", json=BODY, headers=h)
+    assert r.status_code == 429
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(r.headers["retry-after"]) <= 30
+
+
+def test_token_bucket_settles_usage_and_refills():
+    now = [0.0]
+    rl = RateLimiter(load_settings(overrides={"gateway": {"limits": {"tokens_per_min": 600}}}, env={}).gateway.limits,
+                     clock=lambda: now[0])  # fmt: skip
+    rl.admit("k", 100)
+    rl.settle("k", 100, 600)  # the engine said 600 were used: the bucket is now empty
+    with pytest.raises(ApiError) as exc:
+        rl.admit("k", 50)
+    assert exc.value.status == 429
+    assert exc.value.retry_after_s == pytest.approx(5.0)  # 50 tokens at 10 tokens/s
+    now[0] = 6.0
+    rl.admit("k", 50)
+
+
+async def test_no_key_in_any_log_line(make_rig):
+    stream = io.StringIO()
+    handler = configure_logging("DEBUG", json_logs=True, stream=stream)
+    try:
+        rig = await make_rig({"gateway": {"api_keys": {"keys": [KEY]}}})
+        for auth in (f"Bearer {KEY}", "Bearer sk-wrong-key-987654", None):
+            h = {"authorization": auth} if auth else {}
+            await rig.client.post("/v1/chat/completions", json=BODY, headers=h)
+            await rig.client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=h)
+        logging.getLogger("test").info("client sent Authorization: Bearer %s", KEY)  # scrubbed too
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    assert '"request_id"' in text
+    assert "/v1/chat/completions" in text
+    assert KEY not in text
+    assert "sk-wrong-key-987654" not in text
+
+
+def eps(n: int) -> list[Endpoint]:
+    return [Endpoint(f"r{i}", f"http://e{i}", MODEL, "sglang") for i in range(n)]
+
+
+def test_every_policy_is_registered():
+    assert set(ROUTERS) == set(RoutingPolicy)
+
+
+async def test_prefix_affinity_keeps_a_conversation_on_one_engine():
+    cfg = load_settings(overrides={"routing": {"policy": "prefix_affinity"}}, env={}).routing
+    router = make_router(cfg, Outstanding())
+    endpoints = eps(4)
+    chosen = {(await router.choose(RequestContext(MODEL, prefix="system:be brief\nuser:plan a trip"), endpoints)).url
+              for _ in range(20)}  # fmt: skip
+    assert len(chosen) == 1
+    spread = {(await router.choose(RequestContext(MODEL, prefix=f"user:q{i}"), endpoints)).url for i in range(40)}
+    assert len(spread) >= 3  # different conversations spread out
+
+
+async def test_prefix_affinity_spills_over_when_affine_engine_is_overloaded():
+    cfg = load_settings(overrides={"routing": {"policy": "prefix_affinity"}}, env={}).routing
+    out = Outstanding()
+    router = make_router(cfg, out)
+    endpoints = eps(2)
+    ctx = RequestContext(MODEL, prefix="user:same")
+    home = await router.choose(ctx, endpoints)
+    for _ in range(10):
+        out.inc(home.url)
+    assert (await router.choose(ctx, endpoints)).url != home.url
+
+
+async def test_least_outstanding_balances_a_burst():
+    cfg = load_settings(env={}).routing
+    out = Outstanding()
+    router = make_router(cfg, out)
+    endpoints = eps(2)
+    for _ in range(20):
+        out.inc((await router.choose(RequestContext(MODEL), endpoints)).url)
+    assert out.get("http://e0") == out.get("http://e1") == 10
+
+
+async def test_session_affinity_by_header_and_round_robin():
+    cfg = load_settings(overrides={"routing": {"policy": "session_affinity"}}, env={}).routing
+    router = make_router(cfg, Outstanding())
+    endpoints = eps(3)
+    picks = {(await router.choose(RequestContext(MODEL, session="abc"), endpoints)).url for _ in range(10)}
+    assert len(picks) == 1
+    rr = make_router(load_settings(overrides={"routing": {"policy": "round_robin"}}, env={}).routing, Outstanding())
+    assert [(await rr.choose(RequestContext(MODEL), endpoints)).url for _ in range(6)] == [
+        "http://e0", "http://e1", "http://e2", "http://e0", "http://e1", "http://e2",
+    ]  # fmt: skip
+
+
+async def test_gateway_routes_a_conversation_to_one_engine(make_rig):
+    a, b = FakeEngine("engine-a"), FakeEngine("engine-b")
+    rig = await make_rig({"routing": {"policy": "prefix_affinity"}}, engines=[a, b])
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Plan a trip to Lyon."}]
+    for turn in range(4):
+        r = await rig.client.post("/v1/chat/completions", json={"model": MODEL, "messages": msgs})
+        assert r.status_code == 200
+        msgs = [*msgs, {"role": "assistant", "content": "ok"}, {"role": "user", "content": f"more {turn}"}]
+    assert sorted([len(a.requests), len(b.requests)]) == [0, 4]
