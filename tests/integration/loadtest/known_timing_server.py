@@ -34,12 +34,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttf
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode().split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
+            method = lines[0].split(" ", 1)[0]
             headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             if method == "GET":
                 msg = b'{"status":"ok"}'
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(msg), msg))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(msg), msg)
+                )
                 await writer.drain()
                 continue
             req = json.loads(body)

@@ -29,10 +29,12 @@ def test_token_cost_without_tokens_has_no_price():
 
 def test_price_table_defaults_are_dated_and_overridable():
     t = load_prices()
-    assert t.as_of and "placeholder" in t.basis
+    assert t.as_of
+    assert "placeholder" in t.basis
     assert set(t.usd_per_gpu_hour) >= {"h100", "h200", "b200"}
     t2 = t.with_overrides(["h100=2.5", "mi300x=3"])
-    assert t2.price("h100") == 2.5 and t2.price("mi300x") == 3.0
+    assert t2.price("h100") == 2.5
+    assert t2.price("mi300x") == 3.0
     with pytest.raises(ValueError, match="TYPE=USD"):
         t.with_overrides(["h100"])
     with pytest.raises(ValueError, match="no \\$/GPU-hour"):
@@ -44,7 +46,7 @@ def test_gpu_hours_hold_each_sample_until_the_next():
     # 8 GPUs for 1800 s, then 16 for 3600 s → 4 + 16 = 20 GPU-hours
     assert gpu_hours([(0.0, 8), (1800.0, 16)], 5400.0) == pytest.approx(20.0)
     assert gpu_hours([], 10.0) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="time order"):
         gpu_hours([(10.0, 1)], 5.0)
 
 
@@ -57,19 +59,34 @@ def pod(phase, *gpu_requests, limits_only=False):
 
 
 def test_kubernetes_usage_sums_gpu_requests_of_running_pods():
-    pods = NS(items=[pod("Running", 8), pod("Running", 4, 4), pod("Pending", 8), pod("Running", 2, limits_only=True),
-                     pod("Running")])  # fmt: skip
+    pods = NS(
+        items=[
+            pod("Running", 8),
+            pod("Running", 4, 4),
+            pod("Pending", 8),
+            pod("Running", 2, limits_only=True),
+            pod("Running"),
+        ]
+    )
     u = usage_from_pods(pods, "h100")
     assert (u.replicas, u.gpus) == (3, 18)
     calls = []
     src = KubernetesUsage("ns", "h200", list_pods=lambda ns, sel: calls.append((ns, sel)) or pods)
     assert src.sample().gpus == 18
-    assert calls[0][0] == "ns" and "app.kubernetes.io/component=engine" in calls[0][1]
+    assert calls[0][0] == "ns"
+    assert "app.kubernetes.io/component=engine" in calls[0][1]
 
 
 def test_ray_serve_usage_counts_running_replicas():
-    rest = {"applications": {"qwen-serve": {"deployments": {"EngineReplica": {"replicas": [
-        {"state": "RUNNING"}, {"state": "RUNNING"}, {"state": "STARTING"}]}}}}}  # fmt: skip
+    rest = {
+        "applications": {
+            "qwen-serve": {
+                "deployments": {
+                    "EngineReplica": {"replicas": [{"state": "RUNNING"}, {"state": "RUNNING"}, {"state": "STARTING"}]}
+                }
+            }
+        }
+    }
     assert RayServeUsage(4, "h100", fetch=lambda: rest).sample().gpus == 8
     status = {"applications": {"qwen-serve": {"deployments": {"EngineReplica": {"replica_states": {"RUNNING": 3}}}}}}
     assert RayServeUsage(2, "h100", fetch=lambda: status).sample().replicas == 3

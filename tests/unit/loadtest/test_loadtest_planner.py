@@ -36,7 +36,8 @@ def test_tight_tpot_leaves_only_speculative_decoding():
     slo = Slo(ttft_s=2.0, tpot_s=0.008)
     opts = plan(load_prices(), slo, gpus=("h100",), tps=(1,), precisions=(True,), mtp=(False, True))
     best = opts[0]
-    assert best.feasible and best.candidate.mtp
+    assert best.feasible
+    assert best.candidate.mtp
     assert all(not o.feasible for o in opts if not o.candidate.mtp)
 
 
@@ -47,7 +48,8 @@ def test_the_choice_is_the_cheapest_feasible_and_meets_the_slo_with_headroom():
     feasible = [o for o in opts if o.feasible]
     best = opts[0]
     assert best.usd_per_month == min(o.usd_per_month for o in feasible)
-    assert best.ttft_s <= slo.ttft_s and best.tpot_s <= slo.tpot_s
+    assert best.ttft_s <= slo.ttft_s
+    assert best.tpot_s <= slo.tpot_s
     assert best.replicas * best.per_replica_rps >= 40.0 * 1.25
     assert (best.replicas - 1) * best.per_replica_rps < 40.0 * 1.25  # not one replica too many
     # The prediction at the chosen batch is what the option reports.
@@ -56,18 +58,34 @@ def test_the_choice_is_the_cheapest_feasible_and_meets_the_slo_with_headroom():
 
 
 def test_candidates_the_settings_refuse_are_skipped_with_the_reason():
-    o = evaluate(Candidate("qwen3.6-27b", "h100", 5, False, False), target_rps=1, headroom=0, slo=Slo(),
-                 prices=load_prices(), **WORK)  # fmt: skip
-    assert not o.feasible and "tp" in o.reason.lower()
+    o = evaluate(
+        Candidate("qwen3.6-27b", "h100", 5, False, False),
+        target_rps=1,
+        headroom=0,
+        slo=Slo(),
+        prices=load_prices(),
+        **WORK,
+    )
+    assert not o.feasible
+    assert "tp" in o.reason.lower()
 
 
 def test_plan_from_a_measured_report():
-    report = {"run": {"mode": "concurrency"}, "slo_point": {"index": 1, "load": 16, "throughput_rps": 6.0},
-              "points": [{"cost": {}}, {"cost": {"replicas": 2}}]}  # fmt: skip
-    o = plan_from_report(report, target_rps=30, headroom=0.2, candidate=Candidate("qwen3.6-27b", "h200", 2, False, True),
-                         prices=load_prices())  # fmt: skip
+    report = {
+        "run": {"mode": "concurrency"},
+        "slo_point": {"index": 1, "load": 16, "throughput_rps": 6.0},
+        "points": [{"cost": {}}, {"cost": {"replicas": 2}}],
+    }
+    o = plan_from_report(
+        report,
+        target_rps=30,
+        headroom=0.2,
+        candidate=Candidate("qwen3.6-27b", "h200", 2, False, True),
+        prices=load_prices(),
+    )
     assert o.per_replica_rps == pytest.approx(3.0)
-    assert o.replicas == 12 and o.gpus == 24
+    assert o.replicas == 12
+    assert o.gpus == 24
 
 
 def test_values_file_is_accepted_by_the_chart_schema():

@@ -34,16 +34,22 @@ def delta(**d):
 
 def test_ttft_counts_first_reasoning_token_and_tpot_uses_usage():
     events = [
-        (0.05, delta(role="assistant")), (0.06, b"\n"), (0.20, delta(reasoning_content="hm")),
-        (0.30, delta(content="a")), (0.40, delta(content="b c")),
-        (0.41, data({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 5}})), (0.42, b"data: [DONE]\n"),
-    ]  # fmt: skip
+        (0.05, delta(role="assistant")),
+        (0.06, b"\n"),
+        (0.20, delta(reasoning_content="hm")),
+        (0.30, delta(content="a")),
+        (0.40, delta(content="b c")),
+        (0.41, data({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 5}})),
+        (0.42, b"data: [DONE]\n"),
+    ]
     readline, clock = feed(events)
     t = read_stream(readline, 0.0, clock)
-    assert t.error is None and t.done
+    assert t.error is None
+    assert t.done
     assert t.ttft_s == pytest.approx(0.20)
     assert t.itl_s == pytest.approx([0.10, 0.10])
-    assert t.events == 3 and t.tokens == 5  # usage wins over counted events (an event may carry several)
+    assert t.events == 3
+    assert t.tokens == 5  # usage wins over counted events (an event may carry several)
     assert t.e2e_s == pytest.approx(0.42)
     assert t.tpot_s == pytest.approx((0.42 - 0.20) / 4)
     assert t.prompt_tokens == 9
@@ -54,5 +60,6 @@ def test_errors_and_truncation_are_reported():
     assert read_stream(readline, 0.0, clock).error == "boom"
     readline, clock = feed([(0.1, delta(content="x"))])
     t = read_stream(readline, 0.0, clock)
-    assert t.error and "DONE" in t.error
+    assert t.error
+    assert "DONE" in t.error
     assert t.tpot_s is None  # one token: no TPOT

@@ -12,10 +12,19 @@ pytestmark = pytest.mark.unit
 
 def rec(ttft, tpot, *, ok=True, out=10, inp=5, warmup=False, load=1.0):
     return RequestRecord(
-        start_ts=0.0, scenario="s", load=load, status=200 if ok else 500, ok=ok, e2e_s=ttft + tpot * (out - 1),
-        ttft_s=ttft if ok else None, tpot_s=tpot if ok else None, itl_s=[tpot] * (out - 1) if ok else [],
-        prompt_tokens=inp, completion_tokens=out if ok else 0, warmup=warmup,
-    )  # fmt: skip
+        start_ts=0.0,
+        scenario="s",
+        load=load,
+        status=200 if ok else 500,
+        ok=ok,
+        e2e_s=ttft + tpot * (out - 1),
+        ttft_s=ttft if ok else None,
+        tpot_s=tpot if ok else None,
+        itl_s=[tpot] * (out - 1) if ok else [],
+        prompt_tokens=inp,
+        completion_tokens=out if ok else 0,
+        warmup=warmup,
+    )
 
 
 def test_percentile_interpolates_between_ranks():
