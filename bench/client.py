@@ -64,6 +64,7 @@ async def stream_once(
     ttft: float | None = None
     tokens = 0
     text: list[str] = []
+    usage: dict[str, Any] = {}
     buf = b""
     try:
         async with session.post(f"{spec.url}/v1/chat/completions", json=_payload(spec, messages)) as resp:
@@ -76,7 +77,7 @@ async def stream_once(
                     continue
                 *events, buf = buf.split(b"\n\n")
                 for ev in events:
-                    n = _decode_event(ev, text) if want_text else 1 if TOKEN_RE.search(ev) else 0
+                    n = _decode_event(ev, text, usage) if want_text else 1 if TOKEN_RE.search(ev) else 0
                     if n:
                         if ttft is None:
                             ttft = time.perf_counter() - t0
@@ -85,10 +86,12 @@ async def stream_once(
         return RequestResult(False, ttft, time.perf_counter() - t0, tokens, f"{type(exc).__name__}: {exc}"), ""
     if tokens == 0:
         return RequestResult(False, None, time.perf_counter() - t0, 0, "stream ended without a token"), ""
-    return RequestResult(True, ttft, time.perf_counter() - t0, tokens), "".join(text)
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    res = RequestResult(True, ttft, time.perf_counter() - t0, tokens, None, usage.get("prompt_tokens"), cached)
+    return res, "".join(text)
 
 
-def _decode_event(ev: bytes, text: list[str]) -> int:
+def _decode_event(ev: bytes, text: list[str], usage: dict[str, Any] | None = None) -> int:
     line = ev.strip()
     if not line.startswith(b"data:"):
         return 0
@@ -99,6 +102,8 @@ def _decode_event(ev: bytes, text: list[str]) -> int:
         obj = json.loads(data)
     except ValueError:
         return 0
+    if usage is not None and isinstance(obj.get("usage"), dict):
+        usage.update(obj["usage"])
     n = 0
     for choice in obj.get("choices") or []:
         delta = choice.get("delta") or {}
@@ -152,12 +157,13 @@ def tool_result(conv: int, turn: int) -> str:
 async def run_conversations(session: aiohttp.ClientSession, spec: Spec) -> list[RequestResult]:
     results: list[RequestResult] = []
     gate = asyncio.Semaphore(spec.concurrency)
+    conv_spec = Spec(**{**asdict(spec), "extra_body": {**spec.extra_body, "stream_options": {"include_usage": True}}})
 
     async def conversation(c: int) -> None:
         async with gate:
             messages = [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": agent_task(c)}]
             for t in range(spec.turns):
-                r, answer = await stream_once(session, spec, messages, want_text=True)
+                r, answer = await stream_once(session, conv_spec, messages, want_text=True)
                 results.append(r)
                 if not r.ok:
                     return

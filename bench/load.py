@@ -11,13 +11,23 @@ from typing import Any
 
 from bench.client import Spec
 from bench.procs import PY, ROOT, Proc, RoleRule, child_env, snapshot_cpu
+from bench.profiling import Profiler
 from bench.stats import RequestResult, cpu_delta_by_role, cpu_ms_per_request, summarize
 
 
 def measure(
-    spec: Spec, servers: Sequence[Proc], log_dir: Path, *, rules: Sequence[RoleRule] = (), timeout_s: float = 300.0
+    spec: Spec,
+    servers: Sequence[Proc],
+    log_dir: Path,
+    *,
+    rules: Sequence[RoleRule] = (),
+    timeout_s: float = 300.0,
+    profiler: Profiler | None = None,
 ) -> dict[str, Any]:
-    """Run ``spec`` against ``spec.url``; the summary plus CPU seconds and CPU-ms/request per role."""
+    """Run ``spec`` against ``spec.url``; the summary plus CPU seconds and CPU-ms/request per role.
+
+    With ``profiler``, py-spy samples one process during the measured window (numbers from such a
+    run are distorted by the sampler and are not reported as measurements)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     err = (log_dir / "client.log").open("wb")
     popen = subprocess.Popen(
@@ -37,12 +47,16 @@ def measure(
         if not line:
             popen.wait(timeout=30)
             raise RuntimeError(f"load client exited during warm-up: {(log_dir / 'client.log').read_text()[-2000:]}")
+        if profiler:
+            profiler.start()
         before = snapshot_cpu([*servers, client], rules)
         popen.stdin.write(b"go\n")
         popen.stdin.flush()
         # The result line comes last; CPU is read while the client is still alive (before it exits).
         out = popen.stdout.readline()
         after = snapshot_cpu([*servers, client], rules)
+        if profiler:
+            profiler.stop()
         popen.stdin.close()
         popen.wait(timeout=timeout_s)
     finally:

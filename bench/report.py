@@ -128,14 +128,68 @@ def stack_md(st: dict[str, Any]) -> str:
     errors = [f"- ({k}): {m['summary']['errors']} failed requests, first: {m['summary']['first_error']}"
               for k, m in st["arms"].items() if m.get("summary") and m["summary"]["errors"]]  # fmt: skip
     tail = ("\n\n" + "\n".join(errors)) if errors else ""
-    return head + table(hdr, rows) + tail + goals_md(st.get("goals", []))
+    return head + table(hdr, rows) + tail + goals_md(st.get("goals", [])) + profiles_md(st.get("profiles", {}))
+
+
+def profiles_md(profiles: dict[str, Any]) -> str:
+    out = []
+    for key, p in profiles.items():
+        if "samples" not in p:
+            out.append(f"\n\nProfile of ({key}): {p.get('status', 'not taken')}")
+            continue
+        rows = [[f"`{f}`", f"{100 * share:.1f} %"] for f, share in p["self"][:12]]
+        incl = [[f"`{f}`", f"{100 * share:.1f} %"] for f, share in p["inclusive"][:12]]
+        out.append(
+            f"\n\n**Profile of ({key})** — py-spy on `{p['process']}` during a separate repeat of the same load "
+            f"({p['samples']} samples; raw: `{p['raw']}`).\n\nTop self time:\n\n"
+            + table(["frame", "share"], rows)
+            + "\n\nTop inclusive time:\n\n"
+            + table(["frame", "share"], incl)
+        )
+    return "".join(out)
+
+
+def routing_md(rt: dict[str, Any]) -> str:
+    w = rt["workload"]
+    head = (
+        f"Workload: {w['conversations']} coding-agent conversations × {w['turns']} turns "
+        f"({w['concurrent_conversations']} at once, {w['max_tokens']} output tokens per turn; each turn adds the "
+        f"answer and a tool result), {w['engines']} engines: {w['engine']}; gateway: {w['gateway']}. Cache hit "
+        "rate = cached prompt tokens ÷ prompt tokens, from each response's usage.\n\n"
+    )
+    rows = []
+    for policy, p in rt["policies"].items():
+        if p.get("status") != "measured":
+            rows.append([policy, p.get("status", "not measured"), "", "", "", "", ""])
+            continue
+        per = " / ".join(f"{e['requests']:.0f}" for e in p["per_engine"])
+        rows.append([policy, fmt(p["cache_hit_rate"], 3), p["ttft_p50_ms"], p["ttft_p95_ms"], p["tokens_per_s"],
+                     f"{per} (max/mean {fmt(p['max_over_mean_requests'], 2)})", p["errors"]])  # fmt: skip
+    hdr = ["policy", "cache hit rate", "TTFT p50 ms", "TTFT p95 ms", "tokens/s", "requests per engine", "errors"]
+    return head + table(hdr, rows) + goals_md(rt.get("goals", []))
+
+
+def fidelity_md(fd: dict[str, Any]) -> str:
+    head = f"Source: `{fd['source']}` (the simulator's timing model against the published cells).\n\n"
+    rows = [[c["cell"], c["metric"] or "", fmt(c["predicted"], 2), fmt(c["published"], 2),
+             fmt(None if c["relative_error"] is None else 100 * c["relative_error"], 1), fmt(c["within"])]
+            for c in fd["cells"]]  # fmt: skip
+    return (
+        head
+        + table(["cell", "metric", "predicted", "published", "error %", "within ±15 %"], rows)
+        + goals_md(fd.get("goals", []))
+    )
 
 
 def section_status_md(data: dict[str, Any]) -> str:
     return f"{data.get('status', 'not measured')}"
 
 
-RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {"stack_tax": stack_md}
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "stack_tax": stack_md,
+    "routing": routing_md,
+    "fidelity": fidelity_md,
+}
 TITLES = {
     "stack_tax": "1. Stack tax",
     "routing": "2. Routing gain",

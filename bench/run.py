@@ -27,15 +27,39 @@ def stack_tax(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         url="",
         model="",
         concurrency=args.concurrency,
-        requests=args.requests or (128 if args.quick else 512),
+        requests=args.requests or (256 if args.quick else 1024),
         warmup=64 if args.quick else 128,
         max_tokens=args.max_tokens or (32 if args.quick else 128),
     )
-    return {"status": "measured", **st.run(spec, logs / "stack_tax", args.arms)}
+    return {"status": "measured", **st.run(spec, logs / "stack_tax", args.arms, profile=args.profile)}
+
+
+def routing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import routing as rt
+
+    spec = Spec(
+        url="",
+        model="",
+        mode="conversations",
+        conversations=16 if args.quick else 48,
+        turns=4 if args.quick else 6,
+        concurrency=8 if args.quick else 24,
+        warmup=0,
+        max_tokens=32 if args.quick else 48,
+    )
+    return rt.run(spec, logs / "routing", time_scale=args.time_scale)
+
+
+def fidelity(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import fidelity as fd
+
+    return fd.run()
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
+    "routing": routing,
+    "fidelity": fidelity,
 }
 
 
@@ -47,6 +71,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--requests", type=int, default=None, help="measured requests per stack-tax arm")
     p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--profile", action="store_true", help="py-spy our stack arm even when its goals are met")
+    p.add_argument("--time-scale", type=float, default=1.0, help="routing: simulator time scale")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--name", default=None, help="results file stem (default: latest, or quick with --quick)")
     ns = p.parse_args(argv)

@@ -17,6 +17,7 @@ from typing import Any
 from bench.client import Spec
 from bench.load import measure
 from bench.procs import ProcGroup
+from bench.profiling import Profiler, find_pid, summarize_collapsed
 from bench.servers import (
     ENGINE_RULES,
     bench_settings,
@@ -75,14 +76,15 @@ class Arm:
     key: str
     label: str
     start: Callable[[ProcGroup, dict[str, Any], Path], str]
+    profile_needle: str | None = None  # the stack process py-spy samples when a goal is missed
 
 
 ARMS: dict[str, Arm] = {
     a.key: a
     for a in (
         Arm("a", "direct to the engine", start_direct),
-        Arm("b", "our Ray Serve app (gateway ingress + engine replica)", start_ours_ray),
-        Arm("b0", "our gateway on plain uvicorn (no Ray)", start_gateway_uvicorn),
+        Arm("b", "our Ray Serve app (gateway ingress + engine replica)", start_ours_ray, "ServeReplica:bench:gateway"),
+        Arm("b0", "our gateway on plain uvicorn (no Ray)", start_gateway_uvicorn, "bench.gateway_server"),
         Arm("c", "sglang-router 0.3.2 (Rust) in front of the engine", start_router),
         Arm("d", "naive Ray: default proxy + per-token DeploymentHandle stream", start_naive_ray),
     )
@@ -92,22 +94,36 @@ ARMS: dict[str, Arm] = {
 STACK_ROLES = ("gateway", "ray", "router")
 
 
-def run_arm(arm: Arm, spec_base: Spec, logs: Path) -> dict[str, Any]:
+def run_arm(arm: Arm, spec_base: Spec, logs: Path, *, profile: bool = False) -> dict[str, Any]:
     ov = sim_overrides(zero_delay=True)
     g = ProcGroup()
     t0 = time.monotonic()
+    log_dir = logs / (f"{arm.key}-profile" if profile else arm.key)
     try:
-        url = arm.start(g, ov, logs / arm.key)
+        url = arm.start(g, ov, log_dir)
         started_s = time.monotonic() - t0
         spec = Spec(**{**spec_base.__dict__, "url": url, "model": bench_settings(ov).model.served_name or ""})
-        m = measure(spec, g.procs, logs / arm.key, rules=ENGINE_RULES)
+        profiler = None
+        if profile:
+            pid = find_pid(g.procs, arm.profile_needle or "")
+            if pid is None:
+                raise RuntimeError(f"no process matching {arm.profile_needle!r} to profile")
+            profiler = Profiler(pid, log_dir / "py-spy.collapsed")
+        m = measure(spec, g.procs, log_dir, rules=ENGINE_RULES, profiler=profiler)
+        if profiler:
+            return {
+                "arm": arm.key,
+                "process": arm.profile_needle,
+                "raw": str(profiler.out),
+                **summarize_collapsed(profiler.out.read_text() if profiler.out.exists() else ""),
+            }
         m.pop("results")
         m["stack_cpu_ms_per_request"] = _stack_cpu(m["cpu_ms_per_request"])
         m.update(status="measured", label=arm.label, start_s=round(started_s, 1))
         return m
     except Exception as exc:  # a missing or broken piece is reported, never invented
-        (logs / arm.key).mkdir(parents=True, exist_ok=True)
-        (logs / arm.key / "error.txt").write_text(traceback.format_exc())
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "error.txt").write_text(traceback.format_exc())
         return {"status": f"not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", "label": arm.label}
     finally:
         g.stop_all()
@@ -151,7 +167,7 @@ def _goal(name: str, value: float | None, test: Callable[[float], bool]) -> dict
     return {"goal": name, "value": value, "met": None if value is None else bool(test(value))}
 
 
-def run(spec_base: Spec, logs: Path, only: list[str] | None = None) -> dict[str, Any]:
+def run(spec_base: Spec, logs: Path, only: list[str] | None = None, *, profile: bool = False) -> dict[str, Any]:
     arms: dict[str, dict[str, Any]] = {}
     for key, arm in ARMS.items():
         if only and key not in only:
@@ -159,7 +175,14 @@ def run(spec_base: Spec, logs: Path, only: list[str] | None = None) -> dict[str,
         print(f"[stack tax] ({key}) {arm.label} …", flush=True)
         arms[key] = run_arm(arm, spec_base, logs)
         print(f"[stack tax] ({key}) {_brief(arms[key])}", flush=True)
-    return {"workload": _workload(spec_base), "arms": arms, **compare(arms)}
+    cmp = compare(arms)
+    profiles: dict[str, Any] = {}
+    missed = any(g["met"] is False for g in cmp["goals"])
+    if (missed or profile) and cmp["ours"]:
+        ours = ARMS[cmp["ours"]]
+        print(f"[stack tax] profiling ({ours.key}) with py-spy (a separate repeat; not a measurement) …", flush=True)
+        profiles[ours.key] = run_arm(ours, spec_base, logs, profile=True)
+    return {"workload": _workload(spec_base), "arms": arms, **cmp, "profiles": profiles}
 
 
 def _workload(spec: Spec) -> dict[str, Any]:

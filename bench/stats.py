@@ -78,6 +78,8 @@ class RequestResult:
     latency_s: float  # until the stream ended
     tokens: int  # content events received
     error: str | None = None
+    prompt_tokens: int | None = None  # from the stream's usage chunk, when asked for
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,13 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> LoadSummary:
         latency_p50_ms=percentile(lat, 50),
         first_error=first_error,
     )
+
+
+def cache_hit_rate(results: Sequence[RequestResult]) -> float | None:
+    """Share of prompt tokens served from the prefix cache, over requests that reported both."""
+    pairs = [(r.prompt_tokens, r.cached_tokens) for r in results if r.prompt_tokens and r.cached_tokens is not None]
+    total = sum(p for p, _ in pairs)
+    return sum(c for _, c in pairs) / total if total else None
 
 
 def load_balance(loads: Sequence[float]) -> float | None:

@@ -9,6 +9,7 @@ from bench.stats import (
     ProcCpu,
     RequestResult,
     added,
+    cache_hit_rate,
     cpu_delta_by_role,
     cpu_ms_per_request,
     load_balance,
@@ -37,7 +38,7 @@ def test_percentile_linear(values: list[float], q: float, expected: float) -> No
 
 def test_percentile_empty_and_bounds() -> None:
     assert percentile([], 50) is None
-    with pytest.raises(ValueError, match="0..100"):
+    with pytest.raises(ValueError, match=r"0\.\.100"):
         percentile([1.0], 101)
 
 
@@ -101,3 +102,13 @@ def test_token_counting_skips_role_and_done_events() -> None:
     text: list[str] = []
     assert [_decode_event(e, text) for e in (role, tok, think, b"data: [DONE]")] == [0, 1, 1, 0]
     assert text == ["hi"]  # reasoning is a token but not part of the answer carried to the next turn
+
+
+def test_cache_hit_rate_weights_by_prompt_tokens_and_skips_unreported() -> None:
+    rs = [
+        RequestResult(True, 0.01, 0.1, 5, None, 1000, 900),
+        RequestResult(True, 0.01, 0.1, 5, None, 3000, 0),
+        RequestResult(True, 0.01, 0.1, 5),  # no usage reported: left out, not counted as a miss
+    ]
+    assert cache_hit_rate(rs) == pytest.approx(900 / 4000)
+    assert cache_hit_rate([RequestResult(True, 0.01, 0.1, 5)]) is None

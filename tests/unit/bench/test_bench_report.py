@@ -1,0 +1,96 @@
+"""Judging results: stack-tax goals against arm (a), fidelity rows, profile summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.fidelity import normalise, relative_error
+from bench.profiling import summarize_collapsed
+from bench.report import render
+from bench.stack_tax import compare
+
+pytestmark = pytest.mark.unit
+
+
+def _arm(tps: float, p50: float, p99: float, stack_cpu: float | None = None) -> dict[str, Any]:
+    summary = {"tokens_per_s": tps, "ttft_p50_ms": p50, "ttft_p99_ms": p99}
+    return {"summary": summary, "stack_cpu_ms_per_request": stack_cpu}
+
+
+def test_compare_judges_ours_against_direct_and_router() -> None:
+    arms = {
+        "a": _arm(10_000, 5.0, 20.0),
+        "b0": _arm(8_500, 6.5, 31.0, stack_cpu=3.0),
+        "c": _arm(9_000, 6.0, 25.0, stack_cpu=1.0),
+    }
+    out = compare(arms)
+    assert out["ours"] == "b0"  # (b) not measured: the uvicorn arm stands in, labelled as such
+    assert out["vs_direct"]["b0"]["tokens_per_s_ratio"] == pytest.approx(0.85)
+    assert out["vs_direct"]["c"]["added_ttft_p50_ms"] == pytest.approx(1.0)
+    met = {g["goal"]: g["met"] for g in out["goals"]}
+    assert met["(b0)/(a) tokens/s ≥ 0.8"] is True
+    assert met["(b0) added TTFT p50 ≤ 2 ms"] is True
+    assert met["(b0) added TTFT p99 ≤ 10 ms"] is False  # 11 ms added
+    assert met["(b0) stack CPU/request ≤ 2× router's"] is False  # 3×
+
+
+def test_compare_prefers_the_ray_arm_and_leaves_unmeasured_goals_open() -> None:
+    arms = {"a": _arm(10_000, 5.0, 20.0), "b": _arm(9_000, 5.5, 21.0, 1.0), "b0": _arm(9_500, 5.2, 20.5, 0.5)}
+    out = compare(arms)
+    assert out["ours"] == "b"
+    cpu_goal = next(g for g in out["goals"] if "router" in g["goal"])
+    assert cpu_goal["value"] is None
+    assert cpu_goal["met"] is None  # no router arm: not judged, never assumed
+
+
+def test_fidelity_rows() -> None:
+    assert relative_error(115.0, 100.0) == pytest.approx(0.15)
+    assert relative_error(1.0, None) is None
+    row = normalise({"cell": "H200 bf16 c=16 TPOT", "predicted": 20.0, "published": 17.3})
+    assert row["relative_error"] == pytest.approx(20.0 / 17.3 - 1)
+    assert row["within"] is False
+    assert normalise({"cell": "x", "predicted": 1.0, "published": None})["within"] is None
+
+
+def test_summarize_collapsed_counts_self_and_inclusive_once_per_sample() -> None:
+    text = "\n".join(
+        [
+            "main (app.py:1);relay (relay.py:10);dumps (json/encoder.py:5) 6",
+            "main (app.py:1);relay (relay.py:12);send (h11.py:3) 3",
+            "main (app.py:1);main (app.py:9) 1",  # recursion: inclusive counts once
+        ]
+    )
+    s = summarize_collapsed(text)
+    assert s["samples"] == 10
+    assert s["self"][0] == ("dumps (encoder.py)", pytest.approx(0.6))
+    incl = dict(s["inclusive"])
+    assert incl["main (app.py)"] == pytest.approx(1.0)
+    assert incl["relay (relay.py)"] == pytest.approx(0.9)  # two line numbers, one function
+    assert summarize_collapsed("")["samples"] == 0
+
+
+def test_render_reports_unmeasured_sections_without_numbers() -> None:
+    result = {
+        "command": "python -m bench.run --quick",
+        "started_at": "2026-01-01T00:00:00Z",
+        "duration_s": 3.0,
+        "quick": True,
+        "machine": {
+            "cpu_model": "cpu",
+            "cores": 2,
+            "memory_gib": 24,
+            "uname": "Linux",
+            "python": "3.11",
+            "ray": "2.60.0",
+            "sglang_router": "0.3.2",
+        },
+        "load_before": [0.1, 0.1, 0.1],
+        "load_after": [0.2, 0.1, 0.1],
+        "sections": {"fidelity": {"status": "not measured: report missing"}},
+    }
+    md = render(result)
+    assert "## 3. Simulator fidelity" in md
+    assert "not measured: report missing" in md
+    assert "`python -m bench.run --quick`" in md
