@@ -4,12 +4,6 @@ The Helm chart (``helm/qwen-serve``) computes the same Serve config in its templ
 compare both, so the settings tree stays the one source of truth.
 """
 
-from serving.deploy.serve_config import (
-    ENGINE_DEPLOYMENT,
-    GATEWAY_DEPLOYMENT,
-    GATEWAY_RESOURCE,
-    IMPORT_PATH,
-    serve_config,
-)
+from serving.deploy.serve_config import GATEWAY_RESOURCE, IMPORT_PATH, serve_config
 
-__all__ = ["ENGINE_DEPLOYMENT", "GATEWAY_DEPLOYMENT", "GATEWAY_RESOURCE", "IMPORT_PATH", "serve_config"]
+__all__ = ["GATEWAY_RESOURCE", "IMPORT_PATH", "serve_config"]

@@ -141,20 +141,24 @@ smollm2-135m: ""
 {{- end }}
 {{- end }}
 
-{{/* serveConfigV2: must equal serving.deploy.serve_config(settings) — a test compares them. */}}
+{{/* serveConfigV2: must equal serving.deploy.serve_config(settings), which takes the deployment
+options from the builders in code (serving/replica/deployment.py, serving/gateway/deployment.py);
+a test compares them for every profile. */}}
 {{- define "qwen-serve.serveConfig" -}}
 {{- $s := .Values.settings -}}
 {{- $p := $s.parallelism -}}
 {{- $a := $s.autoscaling -}}
 {{- $r := $s.replica -}}
+{{- $gpus := include "qwen-serve.gpusPerRank" . | int -}}
 {{- $bundle := dict "CPU" $p.cpus_per_rank -}}
-{{- if ne $p.gpu_type "cpu" }}{{- $_ := set $bundle "GPU" (include "qwen-serve.gpusPerRank" . | int) }}{{- end }}
+{{- if gt $gpus 0 }}{{- $_ := set $bundle "GPU" (float64 $gpus) }}{{- end }}
 {{- $bundles := list -}}
 {{- range until (int $p.nodes) }}{{- $bundles = append $bundles $bundle }}{{- end }}
-{{- $autoscaling := dict "min_replicas" $a.min_replicas "max_replicas" $a.max_replicas "target_ongoing_requests" $a.target_load_per_replica "upscale_delay_s" $a.upscale_delay_s "downscale_delay_s" $a.downscale_delay_s "metrics_interval_s" $a.metrics_interval_s "look_back_period_s" $a.look_back_period_s -}}
+{{- $autoscaling := dict "min_replicas" $a.min_replicas "max_replicas" $a.max_replicas "target_ongoing_requests" $a.target_load_per_replica "upscale_delay_s" $a.upscale_delay_s "downscale_delay_s" $a.downscale_delay_s "metrics_interval_s" $a.metrics_interval_s "look_back_period_s" $a.look_back_period_s "policy" (dict "policy_function" "serving.replica.autoscaling:engine_load_policy") -}}
 {{- if not (kindIs "invalid" $a.initial_replicas) }}{{- $_ := set $autoscaling "initial_replicas" $a.initial_replicas }}{{- end }}
-{{- $engine := dict "name" "EngineReplica" "autoscaling_config" $autoscaling "placement_group_bundles" $bundles "placement_group_strategy" (ternary "STRICT_SPREAD" "STRICT_PACK" (gt (int $p.nodes) 1)) "graceful_shutdown_timeout_s" $r.drain_grace_s "health_check_period_s" $r.health_check_period_s "health_check_timeout_s" $r.health_check_timeout_s -}}
-{{- $gateway := dict "name" "Gateway" "num_replicas" $s.gateway.replicas "max_ongoing_requests" $s.gateway.limits.max_in_flight "graceful_shutdown_timeout_s" $r.drain_grace_s "ray_actor_options" (dict "num_cpus" 1 "resources" (dict "qwen_serve_gateway" 1)) -}}
+{{- /* graceful shutdown: drain + SIGTERM→SIGKILL grace (10 s) + 10 s slack, as the replica computes it */ -}}
+{{- $engine := dict "name" "EngineReplica" "placement_group_bundles" $bundles "placement_group_strategy" (ternary "STRICT_SPREAD" "STRICT_PACK" (gt (int $p.nodes) 1)) "ray_actor_options" (dict "num_cpus" $p.cpus_per_rank "num_gpus" (float64 $gpus)) "autoscaling_config" $autoscaling "health_check_period_s" $r.health_check_period_s "health_check_timeout_s" $r.health_check_timeout_s "graceful_shutdown_timeout_s" (addf $r.drain_grace_s 20) "graceful_shutdown_wait_loop_s" 0.5 "max_ongoing_requests" 64 -}}
+{{- $gateway := dict "name" "gateway" "num_replicas" $s.gateway.replicas "max_ongoing_requests" (add $s.gateway.limits.max_in_flight 16) "ray_actor_options" (dict "num_cpus" 0.5 "resources" (dict "qwen_serve_gateway" 1)) "health_check_period_s" 10.0 "graceful_shutdown_timeout_s" $r.drain_grace_s -}}
 {{- $app := dict "name" (dig "ray" "app_name" "qwen-serve" $s) "route_prefix" "/" "import_path" "serving.app:app_builder" "args" (dict "settings" $s) "deployments" (list $gateway $engine) -}}
 {{- $cfg := dict "proxy_location" "HeadOnly" "http_options" (dict "host" "0.0.0.0" "port" $s.gateway.port) "applications" (list $app) -}}
 {{- toYaml $cfg }}

