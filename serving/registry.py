@@ -74,8 +74,14 @@ def registry_actor(ttl_s: float = 15.0) -> Any:
     import ray
 
     cls = ray.remote(num_cpus=0, max_restarts=-1)(_RegistryState)
+    # scheduling_strategy="DEFAULT": never captured into the placement group of the replica that
+    # happens to create it first (it would die, and never reschedule, with that replica's group).
     return cls.options(  # type: ignore[attr-defined]
-        name=REGISTRY_ACTOR, namespace=REGISTRY_NAMESPACE, lifetime="detached", get_if_exists=True
+        name=REGISTRY_ACTOR,
+        namespace=REGISTRY_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        scheduling_strategy="DEFAULT",
     ).remote(ttl_s)
 
 

@@ -28,6 +28,8 @@ from serving.replica.placement import placement
 
 logger = logging.getLogger("qwen_serve.replica")
 
+REGISTRY_TIMEOUT_S = 5.0
+
 
 def engine_deployment_options(s: Settings) -> dict[str, Any]:
     """``EngineReplica.options(**...)`` for these settings: resources, health, drain, autoscaling."""
@@ -150,10 +152,10 @@ class EngineReplica:
 
     async def _publish(self) -> None:
         try:
-            await self._registry.publish.remote(self.endpoint().to_dict())
-        except Exception as e:
+            await asyncio.wait_for(self._registry.publish.remote(self.endpoint().to_dict()), REGISTRY_TIMEOUT_S)
+        except Exception as e:  # the registry restarting must not stall the replica; next refresh retries
             logger.warning("registry publish failed: %r", e, extra={"replica_id": self.replica_id})
 
     async def _withdraw(self) -> None:
         with contextlib.suppress(Exception):
-            await self._registry.withdraw.remote(self.replica_id)
+            await asyncio.wait_for(self._registry.withdraw.remote(self.replica_id), REGISTRY_TIMEOUT_S)
