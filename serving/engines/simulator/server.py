@@ -273,6 +273,8 @@ class Simulator:
         self.m_queue = Histogram(
             "sglang:queue_time_seconds", "queue time", lab, buckets=_BUCKETS_TTFT, registry=r
         ).labels(**self.labels)
+        for m in (*g.values(), self.c_prompt, self.c_gen, self.c_abort, self.c_req):
+            m.labels(**self.labels)  # every series exists from the start, at 0
         self._tp_last = (time.monotonic(), 0)
 
     def _refresh_gauges(self) -> None:

@@ -1,0 +1,75 @@
+"""The simulator accepts every argv the launch plan produces for it, and rejects what SGLang would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serving.config import load_settings
+from serving.config.hardware import GpuType
+from serving.engines import plan_instance
+from serving.engines.simulator.args import parse_args
+
+pytestmark = pytest.mark.unit
+
+PRESETS = ["qwen3.6-27b", "qwen3.6-27b-fp8", "qwen3.6-35b-a3b", "qwen3.6-35b-a3b-fp8"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize(("gpu", "tp", "nodes"), [("h100", 2, 1), ("h200", 1, 1), ("b200", 8, 2)])
+def test_every_plan_parses(reference_dir: Path, preset: str, gpu: str, tp: int, nodes: int) -> None:
+    s = load_settings(
+        None,
+        [
+            "engine.kind=simulator",
+            f"model.preset={preset}",
+            f"parallelism.gpu_type={gpu}",
+            f"parallelism.tp={tp}",
+            f"parallelism.nodes={nodes}",
+            "parallelism.gpus_per_node=8",
+            "engine.api_key=sekret",
+        ],
+    )
+    plan = plan_instance(s, host="127.0.0.1", port=4321, dist_init_addr="127.0.0.1:5000")
+    for rank in plan.ranks:
+        assert rank.argv[1:3] == ["-m", "serving.engines.simulator"]
+        a = parse_args(rank.argv[3:], reference_dir / "sglang-serve-0.5.23.flags.json")
+        assert (a.preset, a.gpu, a.tp, a.port, a.host) == (preset, GpuType(gpu), tp, 4321, "127.0.0.1")
+        assert a.served_model_name == preset
+        assert a.api_key == "sekret"
+        assert a.speculative_algorithm == "NEXTN"
+        assert a.enable_metrics
+        assert (a.nnodes, a.node_rank) == (nodes, rank.rank)
+
+
+def test_sglang_extra_args_from_the_option_table_are_accepted(reference_dir: Path) -> None:
+    table = reference_dir / "sglang-serve-0.5.23.flags.json"
+    a = parse_args(["--sim-preset", "qwen3.6-27b", "--enable-mixed-chunk", "--log-level", "info"], table)
+    assert a.preset == "qwen3.6-27b"
+
+
+def test_unknown_option_is_rejected_like_sglang(reference_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--cuda-graph-max-bs", "8"], reference_dir / "sglang-serve-0.5.23.flags.json")
+    assert e.value.code == 2
+    assert "--cuda-graph-max-bs" in capsys.readouterr().err
+
+
+def test_without_the_table_unknown_pairs_are_kept(tmp_path: Path) -> None:
+    a = parse_args(["--port", "1", "--some-flag", "x", "--bare"], tmp_path / "missing.json")
+    assert a.port == 1
+    assert a.extra == {"some_flag": "x", "bare": True}
+
+
+def test_sim_knobs() -> None:
+    a = parse_args(["--sim-zero-delay", "--sim-crash-after-tokens", "5", "--sim-fixed-tpot-s", "0.01"])
+    assert a.zero_delay
+    assert a.crash_after_tokens == 5
+    assert a.fixed_tpot_s == 0.01
+
+
+def test_multi_node_needs_a_dist_addr(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--nnodes", "2", "--node-rank", "1"])
+    assert "--dist-init-addr" in capsys.readouterr().err

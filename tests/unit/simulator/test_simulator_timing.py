@@ -1,0 +1,163 @@
+"""Timing-model arithmetic, the batch scheduler and the prefix cache (pure, virtual time)."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.config.hardware import GpuType
+from serving.engines.simulator import text as T
+from serving.engines.simulator.prefix_cache import PrefixCache
+from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
+from serving.engines.simulator.timing import Deployment, TimingModel
+
+pytestmark = pytest.mark.unit
+
+
+def model(preset: str = "qwen3.6-27b", **kw: object) -> TimingModel:
+    return TimingModel(Deployment.of(preset, gpu=GpuType.H200, **kw))
+
+
+def test_decode_is_memory_bound_at_batch_1_and_compute_bound_at_large_batch() -> None:
+    m = model()
+    assert m.memory_bound(1, 8192)
+    assert not m.memory_bound(4096, 4096 * 64)
+    # At batch 1 the step is about weights ÷ effective bandwidth.
+    weights_s = m.weights_total / m.bw
+    assert weights_s <= m.decode_step_s(1, 8192) < 1.2 * weights_s
+
+
+def test_step_grows_with_batch_and_context() -> None:
+    m = model()
+    assert m.decode_step_s(16, 16 * 8192) > m.decode_step_s(1, 8192)
+    assert m.decode_step_s(8, 8 * 100_000) > m.decode_step_s(8, 8 * 1000)
+
+
+def test_mtp_speeds_up_batch_1() -> None:
+    plain, mtp = model(), model(draft_tokens=4, accept_length=2.8)
+    per_token_plain = plain.decode_step_s(1, 8192) / plain.tokens_per_step
+    per_token_mtp = mtp.decode_step_s(1, 8192) / mtp.tokens_per_step
+    assert mtp.tokens_per_step == 2.8
+    assert per_token_mtp < per_token_plain / 1.8
+
+
+def test_accept_length_is_capped_by_draft_tokens() -> None:
+    assert model(draft_tokens=2, accept_length=3.5).tokens_per_step == 2.0
+
+
+def test_fp8_weights_halve_the_memory_bound_step() -> None:
+    bf16, fp8 = model(), model("qwen3.6-27b-fp8")
+    assert fp8.decode_step_s(1, 1024) < 0.7 * bf16.decode_step_s(1, 1024)
+
+
+def test_moe_touches_fewer_weights_at_small_batch() -> None:
+    m = model("qwen3.6-35b-a3b")
+    assert m.weight_bytes_touched(1) < 0.2 * m.weights_total
+    assert m.weight_bytes_touched(4096) == pytest.approx(m.weights_total, rel=0.01)
+
+
+def test_tp_divides_weights_with_some_overhead() -> None:
+    one, two = model(), model(tp=2)
+    assert one.decode_step_s(1, 1024) / 2 < two.decode_step_s(1, 1024) < one.decode_step_s(1, 1024)
+
+
+def test_capacity_from_memory() -> None:
+    big = TimingModel(Deployment.of("qwen3.6-27b", gpu=GpuType.H200, max_running=48))
+    small = TimingModel(Deployment.of("qwen3.6-27b", gpu=GpuType.H100, max_running=48))
+    assert big.capacity().kv_pool_tokens > 10 * small.capacity().kv_pool_tokens
+    assert small.capacity().kv_pool_tokens > 0
+
+
+def _sched(m: TimingModel, *, pool: int, max_running: int = 64, cache: PrefixCache | None = None) -> BatchScheduler:
+    return BatchScheduler(m, cache or PrefixCache(0), max_running=max_running, kv_pool_tokens=pool)
+
+
+def test_capacity_limits_running_requests_and_the_rest_queue() -> None:
+    s = _sched(model(), pool=3 * 1100, max_running=64)
+    for _ in range(10):
+        s.submit(SimRequest(1000, 100, 1100), 0.0)
+    b = s.next_batch(0.0)
+    assert b is not None
+    assert b.kind == "prefill"
+    assert len(s.running) == 3
+    assert len(s.waiting) == 7
+
+
+def test_max_running_limits_running_requests() -> None:
+    s = _sched(model(), pool=10**9, max_running=2)
+    for _ in range(5):
+        s.submit(SimRequest(100, 10, 110), 0.0)
+    s.next_batch(0.0)
+    assert len(s.running) == 2
+    assert len(s.waiting) == 3
+
+
+def test_requests_finish_and_free_their_slots() -> None:
+    s = _sched(model(draft_tokens=4, accept_length=2.0), pool=1100, max_running=4)
+    a, b = SimRequest(1000, 5, 1100), SimRequest(1000, 5, 1100)
+    s.submit(a, 0.0)
+    s.submit(b, 0.0)
+    now, released = 0.0, 0
+    while (batch := s.next_batch(now)) is not None:
+        now += batch.duration_s
+        released += sum(k for _, k in s.complete(batch, now))
+    assert a.state == b.state == "done"
+    assert released == 10
+    assert b.admitted_at is not None
+    assert a.finished_at is not None
+    assert b.admitted_at >= a.finished_at
+    assert s.kv_used == 0
+    assert s.total_context == 0
+
+
+def test_prefix_cache_hit_shortens_prefill() -> None:
+    cache = PrefixCache(100_000)
+    s = _sched(model(), pool=10**6, cache=cache)
+    text = T.render_chat([{"role": "system", "content": "x" * 20000}, {"role": "user", "content": "hi"}], None, True)
+    pages = T.page_hashes(text)
+    first = SimRequest(T.count_tokens(text), 1, T.count_tokens(text) + 1, pages=pages)
+    s.submit(first, 0.0)
+    b1 = s.next_batch(0.0)
+    assert b1 is not None
+    s.complete(b1, b1.duration_s)
+    text2 = T.render_chat(
+        [{"role": "system", "content": "x" * 20000}, {"role": "user", "content": "other"}], None, True
+    )
+    second = SimRequest(T.count_tokens(text2), 1, T.count_tokens(text2) + 1, pages=T.page_hashes(text2))
+    s.submit(second, 1.0)
+    b2 = s.next_batch(1.0)
+    assert b2 is not None
+    assert second.cached > 4000
+    assert b2.duration_s < 0.2 * b1.duration_s
+    assert cache.hits == 1
+    assert cache.misses == 1
+    assert 0 < cache.hit_rate < 1
+
+
+def test_prefix_cache_evicts_least_recently_used() -> None:
+    c = PrefixCache(2 * T.PAGE_TOKENS)
+    c.insert([1, 2])
+    c.insert([3])
+    assert c.match([1, 2]) == 0
+    assert c.match([3]) == T.PAGE_TOKENS
+
+
+def test_tokenizer_approximation() -> None:
+    assert T.count_tokens("abcd" * 10) == 10
+    assert T.count_tokens("abcde") == 2
+    assert T.count_tokens("") == 0
+
+
+def test_output_plan_reasoning_stop_and_tool() -> None:
+    out = T.plan_output(max_new=10, exact=True, seed=0, thinking=True, stop=[], tool=None, call_id="")
+    assert out.n_tokens == 10
+    assert out.reasoning_tokens == 5
+    assert out.finish_reason == "length"
+    words = T.filler(4, 3)
+    cut = T.plan_output(max_new=20, exact=True, seed=3, thinking=False, stop=[words[2].strip()], tool=None, call_id="")
+    assert cut.finish_reason == "stop"
+    assert cut.matched_stop == words[2].strip()
+    assert cut.n_tokens < 4
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"properties": {"a": {"type": "integer"}}}}}
+    call = T.plan_output(max_new=50, exact=False, seed=0, thinking=False, stop=[], tool=tool, call_id="c")
+    assert call.finish_reason == "tool_calls"
+    assert call.text(T.TOOL_ARGS) == '{"a": 1}'
