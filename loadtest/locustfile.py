@@ -27,7 +27,7 @@ _WRITER: list[JsonlWriter] = []
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    g = parser.add_argument_group("qwen-serve load test")
+    g = parser  # Locust's parser: include_in_web_ui / is_secret work on top-level options only
     g.add_argument("--scenario", default="chat", help="built-in scenario or YAML file", include_in_web_ui=True)
     g.add_argument("--model", default="qwen3.6-27b", help="model name sent in requests", include_in_web_ui=True)
     g.add_argument("--api-key", default=os.environ.get("LOADTEST_API_KEY", ""), help="bearer key", is_secret=True)
@@ -42,13 +42,17 @@ def _options(parser: Any) -> None:
         g.add_argument(name, type=float, default=default, help="load shape parameter (profiles/step.py, burst.py)")
 
 
+@events.init.add_listener
 @events.test_start.add_listener
 def _configure(environment: Any, **_: Any) -> None:
+    """At start-up (shapes spawn before test_start reaches every listener) and again at each test
+    start, so options edited in the web UI apply."""
     o = environment.parsed_options
     if o is None:
         return
-    writer = JsonlWriter(Path(o.records) / f"records-{socket.gethostname()}-{os.getpid()}.jsonl")
-    _WRITER.append(writer)
+    if not _WRITER:
+        _WRITER.append(JsonlWriter(Path(o.records) / f"records-{socket.gethostname()}-{os.getpid()}.jsonl"))
+    writer = _WRITER[0]
     StreamUser.config = UserConfig(
         scenario=load_scenario(o.scenario),
         model=o.model,
@@ -61,10 +65,18 @@ def _configure(environment: Any, **_: Any) -> None:
 
 
 @events.test_stop.add_listener
+def _flush(**_: Any) -> None:
+    for w in _WRITER:
+        w.flush()
+
+
+@events.quit.add_listener
 def _close(**_: Any) -> None:
     while _WRITER:
         _WRITER.pop().close()
 
 
 class StreamUser(OpenAIStreamUser):
-    """Configured from the command line at test start."""
+    """Configured from the command line at start-up and at each test start."""
+
+    abstract = False

@@ -73,7 +73,7 @@ class RunMeta:
 
 
 def _user_class(cfg: UserConfig) -> type[OpenAIStreamUser]:
-    return type("StreamUser", (OpenAIStreamUser,), {"config": cfg, "_serial": 0})
+    return type("StreamUser", (OpenAIStreamUser,), {"config": cfg, "_serial": 0, "abstract": False})
 
 
 def _sample(source: GpuUsageSource | None, win: LevelWindow) -> None:

@@ -51,6 +51,7 @@ class UserConfig:
 class OpenAIStreamUser(User):
     """One simulated client: one keep-alive connection, one request in flight at a time."""
 
+    abstract = True  # concrete subclasses: loadtest.locustfile.StreamUser and the runner's per-level class
     wait_time = constant(0)
     config: ClassVar[UserConfig | None] = None
     _serial: ClassVar[int] = 0
