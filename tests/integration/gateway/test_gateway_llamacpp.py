@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import settings_for, wait_until
+from gateway_procs import settings_for, wait_until
 
 from serving.engines import get_engine
 

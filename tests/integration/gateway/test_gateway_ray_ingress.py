@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import settings_for, wait_until
+from gateway_procs import settings_for, wait_until
 
 from serving.config import settings_to_wire
 from tests.conftest import free_port
@@ -30,7 +30,8 @@ def test_gateway_ingress_serves_engines_from_the_registry(start_engine):
     sim = start_engine("sim-ray", SIM)
     settings = settings_for(SIM)
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="qwen-serve-gw-test")
+    # address="local": a private cluster even when another test run has one going on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         opts = gateway_deployment_options(settings)

@@ -7,7 +7,7 @@ import concurrent.futures as cf
 import httpx
 import openai
 import pytest
-from conftest import settings_for, wait_until
+from gateway_procs import settings_for, wait_until
 
 from serving.engines.base import prom_value
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MODEL, FakeEngine, endpoint
+from gateway_fakes import MODEL, FakeEngine, endpoint
 
 pytestmark = pytest.mark.unit
 

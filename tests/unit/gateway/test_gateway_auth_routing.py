@@ -6,7 +6,7 @@ import io
 import logging
 
 import pytest
-from conftest import MODEL, FakeEngine
+from gateway_fakes import MODEL, FakeEngine
 
 from serving.config import RoutingPolicy, load_settings
 from serving.gateway.auth import RateLimiter

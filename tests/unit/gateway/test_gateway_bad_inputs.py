@@ -4,7 +4,7 @@ error shape; none reaches the engine; the gateway answers normally afterwards.""
 from __future__ import annotations
 
 import pytest
-from conftest import MODEL, bad_input_cases, bad_input_request
+from gateway_fakes import MODEL, bad_input_cases, bad_input_request
 
 pytestmark = pytest.mark.unit
 
