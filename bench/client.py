@@ -37,7 +37,9 @@ class Spec:
     max_tokens: int = 128
     prompt: str = "Write a short story about a lighthouse keeper."
     timeout_s: float = 120.0
-    mode: str = "stream"  # stream | conversations
+    mode: str = "stream"  # stream | conversations | step
+    # step mode: closed-loop streams following [[duration_s, concurrency], ...]
+    schedule: list[list[float]] = field(default_factory=list)
     # conversations mode: ``conversations`` agent sessions of ``turns`` turns, ``concurrency`` at once
     conversations: int = 16
     turns: int = 6
@@ -174,9 +176,43 @@ async def run_conversations(session: aiohttp.ClientSession, spec: Spec) -> list[
     return results
 
 
+async def run_schedule(session: aiohttp.ClientSession, spec: Spec) -> list[RequestResult]:
+    """Closed-loop streams whose number follows ``spec.schedule``; each result carries its start."""
+    results: list[RequestResult] = []
+    t0 = time.perf_counter()
+    bounds: list[tuple[float, int]] = []
+    end = 0.0
+    for duration, conc in spec.schedule:
+        end += duration
+        bounds.append((end, int(conc)))
+
+    def wanted(now: float) -> int:
+        return next((c for e, c in bounds if now < e), -1)
+
+    async def worker(w: int) -> None:
+        i = 0
+        while True:
+            now = time.perf_counter() - t0
+            want = wanted(now)
+            if want < 0:
+                return
+            if w >= want:
+                await asyncio.sleep(0.05)
+                continue
+            msg = [{"role": "user", "content": f"{spec.prompt} (stream {w}, request {i})"}]
+            r, _ = await stream_once(session, spec, msg)
+            results.append(RequestResult(**{**asdict(r), "start_s": now}))
+            i += 1
+
+    top = max((c for _, c in bounds), default=0)
+    await asyncio.gather(*(worker(w) for w in range(top)))
+    return results
+
+
 async def main_async(spec: Spec) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
-    connector = aiohttp.TCPConnector(limit=spec.concurrency + 8, force_close=False)
+    top = max([spec.concurrency, *(int(c) for _, c in spec.schedule)])
+    connector = aiohttp.TCPConnector(limit=top + 8, force_close=False)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         if spec.warmup:
             warm = Spec(**{**asdict(spec), "requests": spec.warmup, "max_tokens": min(spec.max_tokens, 16)})
@@ -186,6 +222,8 @@ async def main_async(spec: Spec) -> dict[str, Any]:
         t0 = time.perf_counter()
         if spec.mode == "conversations":
             results = await run_conversations(session, spec)
+        elif spec.mode == "step":
+            results = await run_schedule(session, spec)
         else:
             results = await run_streams(session, spec, spec.requests)
         wall = time.perf_counter() - t0

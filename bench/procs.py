@@ -105,14 +105,15 @@ class Proc:
             time.sleep(0.25)
         raise TimeoutError(f"{self.name}: {url} not ready after {timeout_s:.0f}s ({last}):\n{log_tail(self.log)}")
 
-    def wait_log(self, needle: str, timeout_s: float) -> None:
-        """Wait until the process's log contains ``needle`` (e.g. a driver's ``ready`` line)."""
+    def wait_log(self, needle: str, timeout_s: float) -> str:
+        """Wait until the process's log has a line containing ``needle``; the rest of that line."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(self._exited())
-            if needle in self.log.read_text(errors="replace"):
-                return
+            for line in self.log.read_text(errors="replace").splitlines():
+                if needle in line:
+                    return line.split(needle, 1)[1].strip()
             time.sleep(0.25)
         raise TimeoutError(f"{self.name}: no {needle!r} after {timeout_s:.0f}s:\n{log_tail(self.log)}")
 

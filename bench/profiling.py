@@ -72,8 +72,12 @@ def _short(frame: str) -> str:
     return f"{name} ({file})" if file else name
 
 
+CHAIN_SHARE = 0.95  # inclusive frames on at least this share of samples are the event-loop chain: left out
+
+
 def summarize_collapsed(text: str, top: int = 15) -> dict[str, Any]:
-    """Top frames by self share (leaf) and by inclusive share (anywhere on the stack, once per sample)."""
+    """Top frames by self share (leaf) and by inclusive share (anywhere on the stack, once per
+    sample; frames on ≥ 95 % of samples — the server's event-loop chain — are left out)."""
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
     total = 0
@@ -94,5 +98,5 @@ def summarize_collapsed(text: str, top: int = 15) -> dict[str, Any]:
     return {
         "samples": total,
         "self": [(f, c / total) for f, c in self_c.most_common(top)],
-        "inclusive": [(f, c / total) for f, c in incl_c.most_common(top)],
+        "inclusive": [(f, c / total) for f, c in incl_c.most_common() if c / total < CHAIN_SHARE][:top],
     }

@@ -143,7 +143,7 @@ def profiles_md(profiles: dict[str, Any]) -> str:
             f"\n\n**Profile of ({key})** — py-spy on `{p['process']}` during a separate repeat of the same load "
             f"({p['samples']} samples; raw: `{p['raw']}`).\n\nTop self time:\n\n"
             + table(["frame", "share"], rows)
-            + "\n\nTop inclusive time:\n\n"
+            + "\n\nTop inclusive time (frames on ≥ 95 % of samples, the server loop, left out):\n\n"
             + table(["frame", "share"], incl)
         )
     return "".join(out)
@@ -181,6 +181,33 @@ def fidelity_md(fd: dict[str, Any]) -> str:
     )
 
 
+def autoscaling_md(a: dict[str, Any]) -> str:
+    w = a["workload"]
+    sched = " → ".join(f"{c:g} streams for {d:g} s" for d, c in w["schedule"])
+    asc = w["autoscaling"]
+    head = (
+        f"Our Ray Serve app (gateway ingress + engine replicas), {w['engine']}; closed-loop streams: {sched}; "
+        f"{w['max_tokens']} output tokens per request. Autoscaling: {asc['min_replicas']}–{asc['max_replicas']} "
+        f"replicas, target {asc['target_load_per_replica']:g} engine requests per replica, upscale delay "
+        f"{asc['upscale_delay_s']:g} s, downscale delay {asc['downscale_delay_s']:g} s. TTFT SLO "
+        f"{w['ttft_slo_ms']:g} ms. A replica *serves* once its engine is published in the endpoint registry.\n\n"
+    )
+    rows = [
+        ["serving replicas when the step starts", fmt(a["replicas_at_step"], 0)],
+        ["first new replica serving after the step", f"{fmt(a['first_new_replica_serving_s'], 1)} s"],
+        ["peak serving replicas (reached after)",
+         f"{fmt(a['peak_replicas_serving'], 0)} ({fmt(a['peak_reached_s'], 1)} s)"],
+        ["TTFT SLO attainment before the step", fmt(a["slo_attainment_base"], 3)],
+        ["TTFT SLO attainment during the step", fmt(a["slo_attainment_step"], 3)],
+        ["TTFT p50 / p99 during the step", f"{fmt(a['step_ttft_p50_ms'])} / {fmt(a['step_ttft_p99_ms'])} ms"],
+        ["requests during the step (errors overall)", f"{a['step_requests']} ({a['errors']})"],
+        [f"serving / RUNNING replicas {a['observed_after_load_s']:g} s after the load ends",
+         f"{fmt(a['replicas_at_end'], 0)} / {fmt(a.get('running_at_end'), 0)}"],
+    ]  # fmt: skip
+    tl = ", ".join(f"{p['t_s']:g}s:{p['endpoints']}/{p['running']}" for p in a.get("timeline", []))
+    return head + table(["", "value"], rows) + f"\n\nTimeline (s from load start: serving/RUNNING): {tl}"
+
+
 def section_status_md(data: dict[str, Any]) -> str:
     return f"{data.get('status', 'not measured')}"
 
@@ -189,6 +216,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "stack_tax": stack_md,
     "routing": routing_md,
     "fidelity": fidelity_md,
+    "autoscaling": autoscaling_md,
 }
 TITLES = {
     "stack_tax": "1. Stack tax",

@@ -56,10 +56,27 @@ def fidelity(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return fd.run()
 
 
+def autoscaling(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import autoscale
+
+    q = args.quick
+    return autoscale.run(
+        logs / "autoscaling",
+        base=4,
+        step=16,
+        base_s=10 if q else 20,
+        step_s=30 if q else 60,
+        after_s=15 if q else 40,
+        ttft_slo_s=1.0,
+        max_tokens=64,
+    )
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
     "fidelity": fidelity,
+    "autoscaling": autoscaling,
 }
 
 

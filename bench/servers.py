@@ -13,7 +13,9 @@ from serving.engines import get_engine, plan_instance
 
 ENGINE_NEEDLE = "serving.engines.simulator"
 # A Ray replica that launches the simulator: its engine subtree is charged to "engine", not Ray.
-ENGINE_RULES = [RoleRule(ENGINE_NEEDLE, "engine")]
+# Our gateway's Serve replica is charged to "gateway" (comparable with the plain-uvicorn arm); the
+# rest of Ray (proxy, controller, GCS, raylet, engine replica actors) to "ray".
+ENGINE_RULES = [RoleRule(ENGINE_NEEDLE, "engine"), RoleRule("ServeReplica:bench:gateway", "gateway")]
 
 
 def sim_overrides(*, zero_delay: bool = True, **sim: Any) -> dict[str, Any]:
@@ -59,13 +61,38 @@ def router_proc(engine_urls: list[str], log_dir: Path) -> tuple[Proc, str]:
     return Proc("router", "router", argv, log_dir / "router.log"), f"http://127.0.0.1:{port}"
 
 
-def ray_proc(app: str, overrides: dict[str, Any], log_dir: Path, engine_url: str | None = None) -> tuple[Proc, str]:
+def ours_overrides(overrides: dict[str, Any], port: int) -> dict[str, Any]:
+    """Our app on one small machine: the gateway where the settings say, 1 logical CPU per rank."""
+    par = {**overrides.get("parallelism", {}), "cpus_per_rank": 1.0}
+    gw = {**overrides.get("gateway", {}), "host": "127.0.0.1", "port": port}
+    tel = {"log_json": False, "log_level": "WARNING", **overrides.get("telemetry", {})}
+    rep = {"drain_grace_s": 2.0, **overrides.get("replica", {})}
+    return {**overrides, "parallelism": par, "gateway": gw, "telemetry": tel, "replica": rep}
+
+
+def ray_proc(
+    app: str, overrides: dict[str, Any], log_dir: Path, engine_url: str | None = None, monitor_s: float | None = None
+) -> tuple[Proc, str]:
     """A Ray Serve driver (local Ray head as its children) serving ``app`` (ours | naive)."""
     port = free_port()
-    if app == "ours":  # the gateway ingress listens where the settings say
-        overrides = {**overrides, "gateway": {**overrides.get("gateway", {}), "host": "127.0.0.1", "port": port}}
-    spec = json.dumps({"app": app, "overrides": overrides, "engine_url": engine_url, "port": port})
+    env: dict[str, str] = {}
+    gpus = 0
+    if app == "ours":
+        overrides = ours_overrides(overrides, port)
+        s = bench_settings(overrides)
+        gpus = s.parallelism.gpus_per_instance * s.autoscaling.max_replicas
+        env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # the ingress path our gateway is built for
+    spec = json.dumps(
+        {
+            "app": app,
+            "overrides": overrides,
+            "engine_url": engine_url,
+            "port": port,
+            "num_gpus": gpus,
+            "monitor_s": monitor_s,
+        }
+    )
     argv = [PY, "-m", "bench.ray_driver", spec]
-    return Proc(f"ray-{app}", "ray", argv, log_dir / f"ray-{app}.log", stdin_shutdown=True), (
+    return Proc(f"ray-{app}", "ray", argv, log_dir / f"ray-{app}.log", env=env, stdin_shutdown=True), (
         f"http://127.0.0.1:{port}"
     )

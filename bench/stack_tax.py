@@ -51,9 +51,9 @@ def start_gateway_uvicorn(g: ProcGroup, ov: dict[str, Any], logs: Path) -> str:
 
 
 def start_ours_ray(g: ProcGroup, ov: dict[str, Any], logs: Path) -> str:
-    drv, url = ray_proc("ours", ov, logs)
-    g.add(drv).wait_log("ready", START_TIMEOUT_S * 2)
-    drv.wait_http(_models_ok(url), START_TIMEOUT_S)
+    drv, _ = ray_proc("ours", ov, logs)
+    url = g.add(drv).wait_log("ready url=", START_TIMEOUT_S * 2)
+    drv.wait_http(url + "/ready", START_TIMEOUT_S)
     return url
 
 
@@ -66,9 +66,8 @@ def start_router(g: ProcGroup, ov: dict[str, Any], logs: Path) -> str:
 
 def start_naive_ray(g: ProcGroup, ov: dict[str, Any], logs: Path) -> str:
     eng_url = start_direct(g, ov, logs)
-    drv, url = ray_proc("naive", ov, logs, engine_url=eng_url)
-    g.add(drv).wait_log("ready", START_TIMEOUT_S * 2)
-    return url
+    drv, _ = ray_proc("naive", ov, logs, engine_url=eng_url)
+    return g.add(drv).wait_log("ready url=", START_TIMEOUT_S * 2)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class RequestResult:
     error: str | None = None
     prompt_tokens: int | None = None  # from the stream's usage chunk, when asked for
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
+    start_s: float | None = None  # seconds since the measured window began (step mode)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,22 @@ def cache_hit_rate(results: Sequence[RequestResult]) -> float | None:
     pairs = [(r.prompt_tokens, r.cached_tokens) for r in results if r.prompt_tokens and r.cached_tokens is not None]
     total = sum(p for p, _ in pairs)
     return sum(c for _, c in pairs) / total if total else None
+
+
+def slo_attainment(results: Sequence[RequestResult], ttft_slo_s: float) -> float | None:
+    """Share of requests that succeeded with TTFT within the SLO (failures count as misses)."""
+    if not results:
+        return None
+    good = sum(1 for r in results if r.ok and r.ttft_s is not None and r.ttft_s <= ttft_slo_s)
+    return good / len(results)
+
+
+def first_time_at_least(samples: Sequence[tuple[float, float]], level: float, after: float = 0.0) -> float | None:
+    """The first sample time ``t ≥ after`` whose value reaches ``level``, or ``None``."""
+    for t, v in sorted(samples):
+        if t >= after and v >= level:
+            return t
+    return None
 
 
 def load_balance(loads: Sequence[float]) -> float | None:

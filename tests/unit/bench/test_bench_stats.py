@@ -12,9 +12,11 @@ from bench.stats import (
     cache_hit_rate,
     cpu_delta_by_role,
     cpu_ms_per_request,
+    first_time_at_least,
     load_balance,
     percentile,
     ratio,
+    slo_attainment,
     summarize,
 )
 
@@ -112,3 +114,30 @@ def test_cache_hit_rate_weights_by_prompt_tokens_and_skips_unreported() -> None:
     ]
     assert cache_hit_rate(rs) == pytest.approx(900 / 4000)
     assert cache_hit_rate([RequestResult(True, 0.01, 0.1, 5)]) is None
+
+
+def test_slo_attainment_counts_failures_as_misses() -> None:
+    rs = [
+        RequestResult(True, 0.2, 1.0, 10),
+        RequestResult(True, 1.5, 2.0, 10),  # too slow
+        RequestResult(False, None, 0.1, 0, "reset"),  # failed
+        RequestResult(True, 0.9, 1.0, 10),
+    ]
+    assert slo_attainment(rs, 1.0) == pytest.approx(0.5)
+    assert slo_attainment([], 1.0) is None
+
+
+def test_first_time_at_least() -> None:
+    samples = [(0.0, 1.0), (5.0, 1.0), (7.5, 2.0), (8.0, 4.0), (3.0, 3.0)]
+    assert first_time_at_least(samples, 2, after=4.0) == 7.5  # the 3.0 s sample precedes the step
+    assert first_time_at_least(samples, 4) == 8.0
+    assert first_time_at_least(samples, 5) is None
+
+
+def test_parse_monitor_lines() -> None:
+    from bench.autoscale import parse_monitor
+
+    text = (
+        "INFO x\nreplicas t=100.5 running=1 endpoints=1\nreplicas error X: y\nreplicas t=101.0 running=4 endpoints=2\n"
+    )
+    assert parse_monitor(text) == [(100.5, 1, 1), (101.0, 4, 2)]
