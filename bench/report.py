@@ -68,6 +68,11 @@ def fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
+def sig(v: float | None, digits: int = 4) -> str:
+    """``digits`` significant figures (seconds and tokens/s share a column)."""
+    return "—" if v is None else f"{v:.{digits}g}"
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
