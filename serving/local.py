@@ -46,7 +46,8 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
     from serving.app import build_app
 
     if not ray.is_initialized():
-        ray.init(address=settings.ray.address, include_dashboard=False, log_to_driver=False)
+        # "local": always a fresh cluster of our own, never an unrelated one found on this machine
+        ray.init(address=settings.ray.address or "local", include_dashboard=False, log_to_driver=False)
     g = settings.gateway
     serve.start(http_options={"host": g.host, "port": g.port})
     serve.run(build_app(settings), name=settings.ray.app_name, route_prefix="/", blocking=False)

@@ -95,7 +95,8 @@ def launch_plan(
     from serving.engines import plan_instance
 
     s = _load(config, overrides)
-    plan = plan_instance(s, host=host, port=port, dist_init_addr=dist_init_addr)
+    # engine.port 0 means "a free port per replica"; a printed plan shows SGLang's usual 30000 then
+    plan = plan_instance(s, host=host, port=port or s.engine.port or 30000, dist_init_addr=dist_init_addr)
     ranks = plan.ranks if rank is None else [r for r in plan.ranks if r.rank == rank]
     if not ranks:
         raise ValueError(f"--rank: {rank} is not a rank of this plan (0..{len(plan.ranks) - 1})")

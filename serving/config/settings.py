@@ -89,7 +89,9 @@ class EngineSettings(Section):
     binary: str | None = Field(None, description="engine executable (default: the engine's usual entry point)")
     extra_args: list[str] = Field(default_factory=list, description="extra argv appended verbatim (passthrough)")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for every rank")
-    port: int = Field(30000, ge=0, le=65535, description="engine HTTP port; 0 picks a free port per replica")
+    port: int = Field(
+        0, ge=0, le=65535, description="engine HTTP port; 0 (default) picks a free port per replica (pods: 30000)"
+    )
     api_key: SecretStr | None = Field(None, description="key the gateway presents to the engine")
     watchdog_timeout_s: float = Field(300.0, gt=0, description="SGLang watchdog: kill a hung scheduler")
     threads: int | None = Field(None, ge=1, description="llama.cpp: CPU threads (default: all cores)")
@@ -103,7 +105,9 @@ class ParallelismSettings(Section):
     nodes: int = Field(1, ge=1, description="nodes one engine instance spans")
     gpus_per_node: int = Field(8, ge=1, description="GPUs available on each node")
     gpu_type: GpuType = Field(GpuType.H100, description="h100 | h200 | b200 | cpu")
-    cpus_per_rank: float = Field(8.0, gt=0, description="CPUs reserved per node bundle of an engine instance")
+    cpus_per_rank: float = Field(
+        8.0, gt=0, description="CPUs reserved per node bundle of an engine instance (llama.cpp default: 1)"
+    )
 
     @property
     def gpus_per_instance(self) -> int:
@@ -271,6 +275,8 @@ class Settings(BaseSettings):
             self.reasoning.parser = spec.reasoning_parser
         if self.tools.parser is None:
             self.tools.parser = spec.tool_call_parser
+        if self.engine.kind == EngineKind.LLAMACPP and "cpus_per_rank" not in self.parallelism.model_fields_set:
+            self.parallelism.cpus_per_rank = 1.0  # a laptop: the GPU-node default of 8 would never schedule
         if not spec.has_mtp and self.speculative.enabled and self.speculative.algorithm == "NEXTN":
             self.speculative.enabled = False  # no MTP head to draft with
         return self
