@@ -18,8 +18,9 @@ EXAMPLE = """
   curl {url}/v1/chat/completions -H 'content-type: application/json'{auth_curl} \\
        -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Say hello"}}], "stream": true}}'
 
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}/v1", api_key="{key}"); \\
-print(c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Say hello"}}]).choices[0].message.content)'
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}/v1", api_key="{key}")
+  r = c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Say hello"}}])
+  print(r.choices[0].message.content)'
 """
 
 
@@ -40,6 +41,11 @@ def wait_ready(url: str, timeout_s: float) -> None:
 
 def serve_forever(settings: Settings, *, block: bool = True) -> str:
     """Start Ray (local unless ``ray.address``), deploy the app, wait until it answers; return the URL."""
+    import os
+
+    from serving.gateway.ingress import ingress_env
+
+    os.environ.update(ingress_env(settings))  # before Ray (and Serve) start: read at import time
     import ray
     from ray import serve
 

@@ -165,7 +165,14 @@ class LimitSettings(Section):
     max_in_flight: int = Field(1024, ge=1, description="per gateway replica; beyond it: 503 + Retry-After")
 
 
+class IngressPath(StrEnum):
+    HAPROXY = "haproxy"  # HAProxy in front of ingress replicas that serve HTTP themselves
+    DIRECT = "direct"  # ingress replicas serve HTTP themselves, no proxy
+    PROXY = "proxy"  # Ray Serve's default HTTP proxy actor (one extra hop)
+
+
 class GatewaySettings(Section):
+    ingress: IngressPath = Field(IngressPath.HAPROXY, description="how clients reach the gateway replicas")
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 in containers)")
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)

@@ -163,3 +163,18 @@ a test compares them for every profile. */}}
 {{- $cfg := dict "proxy_location" "HeadOnly" "http_options" (dict "host" "0.0.0.0" "port" $s.gateway.port) "applications" (list $app) -}}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/*
+Environment that selects how clients reach the gateway (settings.gateway.ingress); Serve reads it at
+import time, so every Ray container gets it. Mirrors serving/gateway/ingress.py (a test compares).
+*/}}
+{{- define "qwen-serve.ingressEnv" -}}
+{{- $ingress := "haproxy" -}}
+{{- with .Values.settings.gateway }}{{ with .ingress }}{{ $ingress = . }}{{ end }}{{ end -}}
+{{- if eq $ingress "haproxy" }}
+- {name: RAY_SERVE_ENABLE_HA_PROXY, value: "1"}
+- {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: "1"}
+{{- else if eq $ingress "direct" }}
+- {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: "1"}
+{{- end }}
+{{- end -}}

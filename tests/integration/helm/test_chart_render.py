@@ -230,3 +230,20 @@ def test_secrets_stay_out_of_the_serve_config() -> None:
 @pytest.mark.parametrize("kind", sorted(CRD_KINDS))
 def test_crd_kinds_are_rendered_when_enabled(kind: str) -> None:
     assert kind in {d["kind"] for d in render(EVERYTHING_ON)}
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "direct", "proxy"])
+def test_every_ray_container_gets_the_ingress_env_the_settings_choose(ingress: str) -> None:
+    from serving.gateway.ingress import ingress_env
+
+    values = profile_values("values.yaml")
+    values = deep_merge(values, {"settings": {"gateway": {"ingress": ingress}}})
+    docs = render(values)
+    expected = ingress_env(load_settings(overrides=values["settings"], env={}))
+    cluster = _one(docs, "RayService")["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        ray_container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
+        got = {k: v for k, v in env.items() if k.startswith("RAY_SERVE_ENABLE_")}
+        assert got == expected, ray_container["name"]
