@@ -41,9 +41,9 @@ def routing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         url="",
         model="",
         mode="conversations",
-        conversations=16 if args.quick else 48,
-        turns=4 if args.quick else 6,
-        concurrency=8 if args.quick else 24,
+        conversations=16 if args.quick else 64,
+        turns=4 if args.quick else 8,
+        concurrency=8 if args.quick else 32,
         warmup=0,
         max_tokens=32 if args.quick else 48,
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.procs import PY, Proc, RoleRule, free_port
+from bench.procs import PY, Proc, RoleRule, free_port, free_port_block
 from serving.config import Settings, load_settings
 from serving.engines import get_engine, plan_instance
 
@@ -61,13 +61,26 @@ def router_proc(engine_urls: list[str], log_dir: Path) -> tuple[Proc, str]:
     return Proc("router", "router", argv, log_dir / "router.log"), f"http://127.0.0.1:{port}"
 
 
+def direct_ingress_ports() -> dict[str, str]:
+    """Private port ranges for direct ingress: Ray's defaults (30000/40000…) collide with other Ray
+    clusters and engines on a shared machine (SGLang's default port is 30000 too)."""
+    base = free_port_block(64)
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + 31),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + 32),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 63),
+    }
+
+
 def ours_overrides(overrides: dict[str, Any], port: int) -> dict[str, Any]:
     """Our app on one small machine: the gateway where the settings say, 1 logical CPU per rank."""
     par = {**overrides.get("parallelism", {}), "cpus_per_rank": 1.0}
     gw = {**overrides.get("gateway", {}), "host": "127.0.0.1", "port": port}
     tel = {"log_json": False, "log_level": "WARNING", **overrides.get("telemetry", {})}
     rep = {"drain_grace_s": 2.0, **overrides.get("replica", {})}
-    return {**overrides, "parallelism": par, "gateway": gw, "telemetry": tel, "replica": rep}
+    eng = {**overrides.get("engine", {}), "port": 0}  # a free port per replica, never SGLang's 30000
+    return {**overrides, "engine": eng, "parallelism": par, "gateway": gw, "telemetry": tel, "replica": rep}
 
 
 def ray_proc(
@@ -82,6 +95,7 @@ def ray_proc(
         s = bench_settings(overrides)
         gpus = s.parallelism.gpus_per_instance * s.autoscaling.max_replicas
         env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # the ingress path our gateway is built for
+        env.update(direct_ingress_ports())
     spec = json.dumps(
         {
             "app": app,
