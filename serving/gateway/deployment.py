@@ -13,6 +13,9 @@ or ``RAY_SERVE_ENABLE_HA_PROXY=1`` in the environment of every Ray node before R
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from ray import serve
@@ -20,7 +23,9 @@ from ray import serve
 from serving.config import Settings, settings_from_wire
 from serving.gateway.app import create_app
 from serving.observability.logging import configure_logging
-from serving.registry import RegistryEndpoints
+from serving.registry import Endpoint, EndpointSource, RegistryEndpoints
+
+log = logging.getLogger("qwen_serve.gateway")
 
 
 def gateway_deployment_options(settings: Settings) -> dict[str, Any]:
@@ -38,6 +43,24 @@ def gateway_deployment_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class WakeOnEmpty:
+    """Endpoints that wake a deployment scaled to zero: when no engine is registered, one cheap
+    handle call (``info``) makes Serve start a replica (its cold-start path); the request itself
+    gets 503 + Retry-After meanwhile. At most one wake-up per ``every_s``."""
+
+    def __init__(self, inner: EndpointSource, engines: Any, every_s: float = 5.0) -> None:
+        self.inner, self.engines, self.every_s = inner, engines, every_s
+        self._last = float("-inf")
+
+    async def endpoints(self) -> Sequence[Endpoint]:
+        found = await self.inner.endpoints()
+        if not found and self.engines is not None and time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            log.info("no engine registered: asking Serve to start one")
+            self.engines.info.remote()  # fire and forget: the response is not needed
+        return found
+
+
 @serve.deployment
 @serve.ingress()
 class Gateway:
@@ -48,4 +71,4 @@ class Gateway:
         configure_logging(t.log_level, json_logs=t.log_json)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.settings, RegistryEndpoints())
+        return create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines))
