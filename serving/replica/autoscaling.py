@@ -39,4 +39,11 @@ def engine_load_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
         ctx.capacity_adjusted_min_replicas,
         ctx.capacity_adjusted_max_replicas,
     )
+    if want == 0 and ctx.current_num_replicas == 0:
+        # scaled to zero: no engine reports load, so wake on requests waiting at handles (the
+        # gateway makes one such call when it finds no engine registered)
+        waiting = ctx.total_num_requests
+        waiting = waiting() if callable(waiting) else waiting
+        if waiting and float(waiting) > 0:
+            want = min(1, ctx.capacity_adjusted_max_replicas)
     return want, {}

@@ -115,3 +115,30 @@ def test_policy_reads_the_engine_load_metric_from_serve_context():
         config=cfg,
     )
     assert engine_load_policy(ctx) == (4, {})
+
+
+@pytest.mark.parametrize(("waiting", "want"), [(0, 0), (3, 1)])
+def test_policy_wakes_a_deployment_scaled_to_zero_on_waiting_requests(waiting: int, want: int) -> None:
+    from ray.serve.config import AutoscalingConfig, AutoscalingContext
+
+    cfg = AutoscalingConfig(min_replicas=0, max_replicas=4, target_ongoing_requests=4)
+    ctx = AutoscalingContext(
+        deployment_id=None,  # type: ignore[arg-type]
+        deployment_name="EngineReplica",
+        app_name="qwen-serve",
+        current_num_replicas=0,
+        target_num_replicas=0,
+        running_replicas=[],
+        total_num_requests=waiting,
+        total_queued_requests=waiting,
+        aggregated_metrics={},
+        raw_metrics=None,
+        capacity_adjusted_min_replicas=0,
+        capacity_adjusted_max_replicas=4,
+        policy_state={},
+        last_scale_up_time=None,
+        last_scale_down_time=None,
+        current_time=time.time(),
+        config=cfg,
+    )
+    assert engine_load_policy(ctx)[0] == want
