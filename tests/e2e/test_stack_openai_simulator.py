@@ -1,0 +1,112 @@
+"""The official openai client against the running stack: Ray + HAProxy ingress + gateway +
+engine replica running the SGLang-compatible simulator (Qwen3.6-27B preset, qwen3 parsers)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.stack import running_stack, stack_settings
+
+pytestmark = pytest.mark.e2e
+MODEL = "qwen3.6-27b"
+
+
+@pytest.fixture(scope="module")
+def url():
+    s = stack_settings(
+        model={"preset": MODEL},
+        engine={"kind": "simulator", "simulator": {"zero_delay": True}},
+        parallelism={"tp": 1, "gpus_per_node": 1, "gpu_type": "h200", "cpus_per_rank": 0.5},
+        memory={"kv_tokens_per_request": 16384},
+    )
+    with running_stack(s, num_gpus=1) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_list(client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_chat_non_stream_with_reasoning_and_usage(client):
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=24)
+    msg = r.choices[0].message
+    assert msg.content
+    assert getattr(msg, "reasoning_content", None)  # thinking is on by default, qwen3 parser
+    assert r.usage.completion_tokens == 24
+    assert r.usage.prompt_tokens > 0
+
+
+def test_chat_stream_with_usage_chunk(client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert reasoning
+    assert content
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 16
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"]
+
+
+def test_thinking_off_per_request(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=8,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )
+    assert not getattr(r.choices[0].message, "reasoning_content", None)
+    assert r.choices[0].message.content
+
+
+def test_completions(client):
+    r = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8)
+    assert r.choices[0].text
+    assert r.usage.completion_tokens == 8
+
+
+def test_tool_call(client):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+              "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert r.choices[0].finish_reason == "tool_calls"
+
+
+def test_error_shapes(client, url):
+    with pytest.raises(openai.NotFoundError) as nf:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert nf.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=-1)
+    assert bad.value.status_code == 400
+    raw = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert raw.status_code == 400
+    assert raw.json()["error"]["type"]
+    assert raw.headers["x-request-id"]
+
+
+def test_gateway_metrics_have_units(url):
+    text = httpx.get(f"{url}/metrics").text
+    assert "qwen_serve_time_to_first_token_seconds" in text
+    assert "qwen_serve_requests_total" in text
