@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from serving.config.hardware import GIB, GPU_PROFILES
-from serving.config.memory import kv_tokens_that_fit, memory_fit
+from serving.config.memory import MemoryFit, kv_tokens_that_fit, memory_fit
 from serving.config.settings import EngineKind, Settings
 
 GPU_ENGINES = {EngineKind.SGLANG, EngineKind.VLLM, EngineKind.SIMULATOR}
@@ -157,6 +157,24 @@ def autoscaling_bounds(s: Settings) -> Iterator[Problem]:
         yield Problem("autoscaling.initial_replicas", f"must lie in [{a.min_replicas}, {a.max_replicas}]")
 
 
+def settings_fit(s: Settings, *, running: int | None, tp: int | None = None) -> MemoryFit:
+    """The memory fit of these settings (optionally at another TP)."""
+    p, m = s.parallelism, s.memory
+    return memory_fit(
+        s.preset,
+        gpu_type=p.gpu_type,
+        tp=p.tp if tp is None else tp,
+        pp=p.pp,
+        mem_fraction=m.mem_fraction,
+        context_length=s.resolved_context_length,
+        running=running,
+        kv_tokens_per_request=m.kv_tokens_per_request,
+        kv_cache_dtype=s.model.kv_cache_dtype,
+        ssm_dtype=m.mamba_ssm_dtype,
+        quantization=s.model.quantization,
+    )
+
+
 @rule
 def memory_fits(s: Settings) -> Iterator[Problem]:
     if s.engine.kind not in GPU_ENGINES or s.preset.is_gguf:
@@ -165,16 +183,7 @@ def memory_fits(s: Settings) -> Iterator[Problem]:
     if s.preset.attention_heads % p.tp:
         return  # reported by tp_divides_heads
     ctx = s.resolved_context_length
-    kwargs = {
-        "gpu_type": p.gpu_type,
-        "mem_fraction": m.mem_fraction,
-        "context_length": ctx,
-        "kv_tokens_per_request": m.kv_tokens_per_request,
-        "kv_cache_dtype": s.model.kv_cache_dtype,
-        "ssm_dtype": m.mamba_ssm_dtype,
-        "quantization": s.model.quantization,
-    }
-    fit = memory_fit(s.preset, tp=p.tp, pp=p.pp, running=m.max_running_requests, **kwargs)  # type: ignore[arg-type]
+    fit = settings_fit(s, running=m.max_running_requests)
     if fit.fits:
         return
     gpu = GPU_PROFILES[p.gpu_type]
@@ -189,11 +198,10 @@ def memory_fits(s: Settings) -> Iterator[Problem]:
     if fit.max_running >= 1:
         hints.append(f"memory.max_running_requests ≤ {fit.max_running}")
     for tp in _divisors(s.preset.attention_heads):
-        if tp > p.tp and tp * p.pp <= p.gpus_per_node * p.nodes:
-            bigger = memory_fit(s.preset, tp=tp, pp=p.pp, running=fit.running, **kwargs)  # type: ignore[arg-type]
-            if bigger.fits:
-                hints.append(f"parallelism.tp={tp}")
-                break
+        possible = tp > p.tp and tp * p.pp <= p.gpus_per_node * p.nodes
+        if possible and settings_fit(s, running=fit.running, tp=tp).fits:
+            hints.append(f"parallelism.tp={tp}")
+            break
     tokens = kv_tokens_that_fit(fit)
     if tokens >= 1024:
         hints.append(f"memory.kv_tokens_per_request ≤ {tokens} (or context_length ≤ {tokens})")
@@ -219,18 +227,4 @@ def resolved_max_running(s: Settings) -> int:
         return s.memory.max_running_requests
     if s.preset.is_gguf or s.engine.kind == EngineKind.LLAMACPP:
         return 4
-    p, m = s.parallelism, s.memory
-    fit = memory_fit(
-        s.preset,
-        gpu_type=p.gpu_type,
-        tp=p.tp,
-        pp=p.pp,
-        mem_fraction=m.mem_fraction,
-        context_length=s.resolved_context_length,
-        running=None,
-        kv_tokens_per_request=m.kv_tokens_per_request,
-        kv_cache_dtype=s.model.kv_cache_dtype,
-        ssm_dtype=m.mamba_ssm_dtype,
-        quantization=s.model.quantization,
-    )
-    return max(1, min(fit.max_running, 256))
+    return max(1, min(settings_fit(s, running=None).max_running, 256))
