@@ -44,6 +44,7 @@ class Spec:
     conversations: int = 16
     turns: int = 6
     extra_body: dict[str, Any] = field(default_factory=dict)
+    result_path: str = ""  # where the results JSON goes (stdout only carries the short protocol lines)
 
 
 def _payload(spec: Spec, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -238,7 +239,12 @@ def main() -> None:
         out = uvloop.run(main_async(spec))
     except ImportError:
         out = asyncio.run(main_async(spec))
-    print(json.dumps(out), flush=True)
+    if spec.result_path:
+        with open(spec.result_path, "w") as f:
+            json.dump(out, f)
+        print(json.dumps({"phase": "done", "result_path": spec.result_path}), flush=True)
+    else:
+        print(json.dumps(out), flush=True)
     sys.stdin.readline()  # stay alive until the harness has read this process's CPU
 
 

@@ -30,6 +30,7 @@ def measure(
     run are distorted by the sampler and are not reported as measurements)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     err = (log_dir / "client.log").open("wb")
+    spec = Spec(**{**asdict(spec), "result_path": str(log_dir / "client-results.json")})
     popen = subprocess.Popen(
         [PY, "-m", "bench.client", json.dumps(asdict(spec))],
         stdin=subprocess.PIPE,
@@ -66,6 +67,8 @@ def measure(
     if not out:
         raise RuntimeError(f"load client gave no result: {(log_dir / 'client.log').read_text()[-2000:]}")
     data = json.loads(out)
+    if data.get("result_path"):
+        data = json.loads(Path(data["result_path"]).read_text())
     results = [RequestResult(**r) for r in data["results"]]
     summary = summarize(results, data["wall_s"])
     cpu_s = cpu_delta_by_role(before, after)
