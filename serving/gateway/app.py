@@ -68,10 +68,13 @@ ROUTES: tuple[Route, ...] = (
 
 class RequestIdMiddleware:
     """Pure ASGI (does not buffer streams): takes ``x-request-id`` or makes one, puts it in the
-    logging context and on the response."""
+    logging context and on the response. ``set_header=False`` leaves the response header to an
+    outer layer that already sets the same id (Ray Serve's proxy / direct ingress always appends
+    one, so setting it here too would send the header twice)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, set_header: bool = True) -> None:
         self.app = app
+        self.set_header = set_header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +93,7 @@ class RequestIdMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                message["headers"] = [*headers, (b"x-request-id", raw)]
+                message["headers"] = [*headers, (b"x-request-id", raw)] if self.set_header else headers
             await send(message)
 
         try:
@@ -450,9 +453,11 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     tracer_provider: TracerProvider | None = None,
     rng: random.Random | None = None,
+    request_id_header: bool = True,
 ) -> FastAPI:
     """A new gateway app. ``transport`` replaces the network under the engine client (tests);
-    ``tracer_provider`` replaces the one built from ``settings.telemetry``."""
+    ``tracer_provider`` replaces the one built from ``settings.telemetry``; ``request_id_header``
+    False when the server in front already sets ``x-request-id`` on responses (Ray Serve)."""
     gw = Gateway(settings, endpoints, transport=transport, tracer_provider=tracer_provider, rng=rng)
     app = FastAPI(
         title="qwen-serve gateway",
@@ -484,6 +489,6 @@ def create_app(
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, set_header=request_id_header)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

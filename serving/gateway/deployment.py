@@ -71,4 +71,6 @@ class Gateway:
         configure_logging(t.log_level, json_logs=t.log_json)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines))
+        # Serve's own RequestIdMiddleware (proxy and direct ingress) puts the id on the request, and
+        # appends it to every response: ours would send the header twice.
+        return create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines), request_id_header=False)
