@@ -3,7 +3,9 @@
 A small detached Ray actor holds ``Endpoint`` records. Each engine replica publishes its record
 when its engine is ready and re-publishes it (with fresh load) every autoscaling metrics interval;
 it withdraws it when it drains or stops. A replica that dies without withdrawing is dropped once
-its record is older than ``ttl_s``. The gateway polls ``snapshot`` about once a second — never per
+its record is older than ``ttl_s`` (30 s: long enough that replicas whose re-publish calls are slowed
+by a saturated machine are not dropped — a stale record costs little, because the gateway retries
+once on another engine before the first byte). The gateway polls ``snapshot`` about once a second — never per
 token: token streams go gateway ⇄ engine over HTTP.
 """
 
@@ -51,7 +53,7 @@ class StaticEndpoints:
 class _RegistryState:
     """The actor's state, kept a plain class so it is testable without Ray."""
 
-    def __init__(self, ttl_s: float = 15.0):
+    def __init__(self, ttl_s: float = 30.0):
         self.ttl_s = ttl_s
         self._records: dict[str, Endpoint] = {}
 
@@ -69,7 +71,7 @@ class _RegistryState:
         return [ep.to_dict() for ep in self._records.values()]
 
 
-def registry_actor(ttl_s: float = 15.0) -> Any:
+def registry_actor(ttl_s: float = 30.0) -> Any:
     """The registry actor handle, created on first use (detached: it outlives any one replica)."""
     import ray
 
