@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 LLAMA_SERVER := .cache/llama.cpp/bin/llama-server
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help install llama-server serve test test-unit test-integration test-e2e lint fmt typecheck bench soak plan helm-lint clean
+.PHONY: help install llama-server serve test test-unit test-integration test-e2e lint fmt bench soak plan sim-report helm-lint clean
 
 help: ## list every target
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,9 @@ soak: install ## 10-minute soak: 64 streams through the whole stack on the simul
 
 plan: install ## capacity plan from the simulator's model: make plan ARGS="--rps 20 --scenario chat"
 	$(BIN)/loadtest plan $(ARGS)
+
+sim-report: install ## simulator predictions vs every published Qwen3.6 figure, with ratios
+	$(BIN)/serving simulator report
 
 helm-lint: install ## render every chart profile and lint it strictly (Helm Go SDK, no helm binary)
 	$(PYTEST) tests/integration/helm -m integration $(PYTEST_ARGS)
