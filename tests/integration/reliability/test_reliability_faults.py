@@ -173,8 +173,8 @@ def test_slow_start_beyond_the_timeout_is_a_clear_error_in_status_and_log(deploy
 
     app = "rel-slowstart"
     s = stack_settings(app, engine={"simulator": {"slow_start_s": 120}}, replica={"startup_timeout_s": 3})
-    url = deploy(s, wait=False)
     t0 = time.monotonic()
+    url = deploy(s, wait=False)  # serve.run gives up (RuntimeError) once Serve stops retrying the start
 
     def failed() -> str | None:
         dep = serve.status().applications[app].deployments["EngineReplica"]
