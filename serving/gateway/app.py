@@ -13,12 +13,13 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -31,9 +32,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.config.settings import Settings
 from serving.engines import get_engine
 from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens
+from serving.gateway.engine_client import AiohttpEngineClient, EngineClient, EngineConnectionError, HttpxEngineClient
 from serving.gateway.errors import ApiError, from_upstream, from_validation
 from serving.gateway.presets import apply_presets
-from serving.gateway.relay import RelayResponse, SseRewriter, StreamStats, Upstream, Usage
+from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, StreamStats, Upstream, Usage
 from serving.gateway.routing import Outstanding, RequestContext, affinity_prefix, make_router
 from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits
 from serving.observability.logging import REQUEST_ID
@@ -66,6 +68,89 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+GENERATION_HANDLERS = frozenset({"chat_completions", "completions"})
+
+
+def loads(raw: bytes) -> Any:
+    """JSON → Python; orjson, with the standard library for what orjson refuses (integers past
+    64 bits), so the accepted inputs are exactly those the schema validation accepted."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def dumps(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError: e.g. an integer past 64 bits
+        return json.dumps(obj).encode()
+
+
+def request_id_of(value: bytes | None) -> str:
+    """The client's ``x-request-id`` (printable, at most 128 characters), else a new one."""
+    rid = value.decode("latin-1")[:128] if value else None
+    if not rid or not rid.isprintable():
+        rid = uuid.uuid4().hex
+    return rid
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class Incoming:
+    """What the generation path reads from an ASGI scope: the route path and the headers (the
+    first value of each, names in lower-case bytes as ASGI gives them)."""
+
+    __slots__ = ("counted", "headers", "model", "path")
+
+    def __init__(self, path: str, headers: dict[bytes, bytes]) -> None:
+        self.path = path
+        self.headers = headers
+        self.model: str | None = None
+        self.counted = False  # a Call exists: it records the outcome, errors included
+
+    @classmethod
+    def of(cls, scope: Scope) -> Incoming:
+        headers: dict[bytes, bytes] = {}
+        for k, v in scope["headers"]:
+            if k not in headers:
+                headers[k] = v
+        return cls(route_path(scope), headers)
+
+    def header(self, name: bytes) -> str | None:
+        v = self.headers.get(name)
+        return None if v is None else v.decode("latin-1")
+
+    def request_id(self) -> str:
+        return request_id_of(self.headers.get(b"x-request-id"))
+
+    def trace_carrier(self) -> dict[str, str]:
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers.items()
+                if k in (b"traceparent", b"tracestate")}  # fmt: skip
+
+
+def route_path(scope: Scope) -> str:
+    """The path routes are matched on (``root_path`` removed, as Starlette's router does)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+class AsgiCall(Response):
+    """A response that hands the ASGI call to ``handler`` (which sends everything itself)."""
+
+    def __init__(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        super().__init__()
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
 class RequestIdMiddleware:
     """Pure ASGI (does not buffer streams): takes ``x-request-id`` or makes one, puts it in the
     logging context and on the response. ``set_header=False`` leaves the response header to an
@@ -80,13 +165,12 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
+        value = None
         for k, v in scope["headers"]:
             if k == b"x-request-id":
-                rid = v.decode("latin-1")[:128]
+                value = v
                 break
-        if not rid or not rid.isprintable():
-            rid = uuid.uuid4().hex
+        rid = request_id_of(value)
         token = REQUEST_ID.set(rid)
         raw = rid.encode("latin-1")
 
@@ -182,8 +266,15 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         tracer_provider: TracerProvider | None = None,
         rng: random.Random | None = None,
+        request_id_header: bool = True,
     ) -> None:
         self.settings = settings
+        self.request_id_header = request_id_header
+        self.generation: dict[str, tuple[type[ChatCompletionRequest | CompletionRequest], bool]] = {
+            r.path: (r.request_model, r.path == "/v1/chat/completions")  # type: ignore[misc]
+            for r in ROUTES
+            if r.handler in GENERATION_HANDLERS
+        }
         self.source = endpoints
         g = settings.gateway
         self.limits = g.limits
@@ -198,13 +289,14 @@ class Gateway:
         self.upstream_headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if settings.engine.api_key is not None:
             self.upstream_headers["authorization"] = f"Bearer {settings.engine.api_key.get_secret_value()}"
-        self.client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(g.request_timeout_s, connect=g.connect_timeout_s, pool=g.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(64, g.limits.max_in_flight)),
-            headers={"user-agent": "qwen-serve-gateway"},
+        timeouts = {"connect_timeout_s": g.connect_timeout_s, "read_timeout_s": g.request_timeout_s}
+        self.client: EngineClient = (
+            AiohttpEngineClient(**timeouts, user_agent="qwen-serve-gateway")
+            if transport is None
+            else HttpxEngineClient(transport, **timeouts, user_agent="qwen-serve-gateway")
         )
         self.in_flight = 0
+        self.session_header = settings.routing.session_header.lower().encode("latin-1")
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def shutdown(self) -> None:
@@ -219,18 +311,23 @@ class Gateway:
         await self.shutdown()
 
     # ---- helpers ---------------------------------------------------------------------------
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, incoming: Incoming, receive: Receive) -> bytes:
         cap = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = incoming.header(b"content-length")
         if declared and declared.isdigit() and int(declared) > cap:
             raise ApiError(413, f"request body larger than {cap} bytes", code="body_too_large")
         chunks, n = [], 0
-        async for c in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone
+            c = message.get("body", b"")
             n += len(c)
             if n > cap:
                 raise ApiError(413, f"request body larger than {cap} bytes", code="body_too_large")
             chunks.append(c)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _live(self) -> Sequence[Endpoint]:
         try:
@@ -261,33 +358,34 @@ class Gateway:
             self.outstanding.inc(ep.url)
             call.endpoint = ep
             self.metrics.routed.labels(ep.replica_id, self.settings.routing.policy.value).inc()
-            resp: httpx.Response | None = None
+            resp = None
             try:
-                req = self.client.build_request("POST", ep.url.rstrip("/") + path, content=payload, headers=headers)
-                resp = await self.client.send(req, stream=True)
-                if resp.status_code == 200:
+                resp = await self.client.post(ep.url.rstrip("/") + path, payload, headers)
+                if resp.status == 200:
                     if stream:
-                        chunks = resp.aiter_raw()
+                        chunks = resp.chunks()
                         first = b""
                         async for first in chunks:
                             if first:
                                 break
                         return Upstream(ep, resp, chunks, first)
-                    body = await resp.aread()
-                    await resp.aclose()
+                    body = await resp.read()
+                    await resp.close()
                     return ep, body
-                body = await resp.aread()
-                await resp.aclose()
-                err = from_upstream(resp.status_code, body)
-                if resp.status_code not in RETRYABLE_UPSTREAM_STATUS:
+                body = await resp.read()
+                await resp.close()
+                err = from_upstream(resp.status, body)
+                if resp.status not in RETRYABLE_UPSTREAM_STATUS:
                     raise err  # the engine judged the request: another engine would too
                 last = err
-            except httpx.HTTPError as exc:
+            except EngineConnectionError as exc:
                 if resp is not None:
-                    await resp.aclose()
-                log.warning("engine %s failed before the first byte: %s", ep.replica_id, type(exc).__name__)
+                    await resp.close()
+                log.warning("engine %s failed before the first byte: %s", ep.replica_id, exc)
                 last = ApiError(503, "engine unavailable", code="engine_unavailable", retry_after_s=1)
             except BaseException:
+                if resp is not None:
+                    await resp.close()
                 self.outstanding.dec(ep.url)
                 call.endpoint = None
                 raise
@@ -295,26 +393,72 @@ class Gateway:
             call.endpoint = None
         raise last or ApiError(503, "no engine available", code="no_engine", retry_after_s=1)
 
-    # ---- handlers --------------------------------------------------------------------------
+    # ---- the generation routes: plain ASGI, no framework layer between engine and server --------
+    # FastAPI's entries of the two routes (the OpenAPI document, and any caller that bypasses
+    # GatewayApp.__call__) run the same ASGI handler.
     async def chat_completions(self, request: Request) -> Response:
-        return await self._generate(request, ChatCompletionRequest, "/v1/chat/completions", chat=True)
+        return AsgiCall(self.serve_generation)
 
     async def completions(self, request: Request) -> Response:
-        return await self._generate(request, CompletionRequest, "/v1/completions", chat=False)
+        return AsgiCall(self.serve_generation)
+
+    async def serve_generation(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI handler of ``POST /v1/chat/completions`` and ``POST /v1/completions``.
+
+        ``GatewayApp`` calls it before FastAPI's routing and middleware, so a stream's chunks go
+        from the engine read straight to the server's ``send``. It does the request id itself,
+        with the same rules as :class:`RequestIdMiddleware`."""
+        incoming = Incoming.of(scope)
+        rid = incoming.request_id()
+        token = REQUEST_ID.set(rid)
+        id_header = [(b"x-request-id", rid.encode("latin-1"))] if self.request_id_header else []
+        relay: Relay | None = None
+        try:
+            schema, chat = self.generation[incoming.path]
+            result = await self._generate(incoming, receive, schema, chat=chat)
+            if isinstance(result, Relay):
+                relay = result
+                await relay.run(receive, send, [*SSE_HEADERS, *id_header])
+            else:
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(result))]
+                await send({"type": "http.response.start", "status": 200, "headers": [*headers, *id_header]})
+                await send({"type": "http.response.body", "body": result, "more_body": False})
+        except ApiError as err:
+            await self._send_error(send, incoming, err, rid, id_header)
+        except ClientGone:
+            pass  # the client left while sending its body: nobody to answer
+        except Exception:
+            log.exception("unhandled error on %s", incoming.path)
+            if relay is None:  # after a relay started, the stream itself reports (or already ended)
+                internal = ApiError(500, "internal gateway error", code="internal_error")
+                await self._send_error(send, incoming, internal, rid, id_header)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _send_error(
+        self, send: Send, incoming: Incoming, err: ApiError, rid: str, id_header: list[tuple[bytes, bytes]]
+    ) -> None:
+        self._count_error(incoming.path, incoming.model, incoming.counted, err)
+        resp = err.response(rid)
+        headers = [(k, v) for k, v in resp.raw_headers if k != b"x-request-id"]
+        await send({"type": "http.response.start", "status": resp.status_code, "headers": [*headers, *id_header]})
+        await send({"type": "http.response.body", "body": resp.body, "more_body": False})
 
     async def _generate(
-        self, request: Request, schema: type[ChatCompletionRequest | CompletionRequest], path: str, *, chat: bool
-    ) -> Response:
+        self, incoming: Incoming, receive: Receive, schema: type[ChatCompletionRequest | CompletionRequest],
+        *, chat: bool,
+    ) -> Relay | bytes:  # fmt: skip
         t0 = time.perf_counter()
-        who = self.keys.authenticate(request.headers.get("authorization"))
-        raw = await self._read_body(request)
+        path = incoming.path
+        who = self.keys.authenticate(incoming.header(b"authorization"))
+        raw = await self._read_body(incoming, receive)
         try:
             req = schema.model_validate_json(raw)
         except ValidationError as exc:
             raise from_validation(exc) from None
         check_limits(req, self.limits, self.settings.resolved_context_length)
-        body: dict[str, Any] = json.loads(raw)
-        request.state.model = req.model
+        body: dict[str, Any] = loads(raw)
+        incoming.model = req.model
         live = await self._live()
         if req.model not in self._known_models(live):
             raise ApiError(404, f"model {req.model!r} is not served here; see GET /v1/models",
@@ -334,13 +478,13 @@ class Gateway:
         ctx = RequestContext(
             model=req.model,
             prefix=affinity_prefix(body, self.settings.routing.prefix_chars),
-            session=request.headers.get(self.settings.routing.session_header),
+            session=incoming.header(self.session_header),
         )
         rid = REQUEST_ID.get()
         call = Call(self, path, req.model, who, estimate, t0)
-        request.state.counted = True
+        incoming.counted = True
         self.in_flight += 1
-        parent = PROPAGATOR.extract(carrier=dict(request.headers))
+        parent = PROPAGATOR.extract(carrier=incoming.trace_carrier()) if b"traceparent" in incoming.headers else None
         call.span = self.tracer.start_span(f"POST {path}", context=parent, kind=SpanKind.SERVER)
         call.span.set_attributes({
             "gen_ai.request.model": req.model,
@@ -359,7 +503,7 @@ class Gateway:
             call.finish(status)
 
         try:
-            opened = await self._open(ctx, candidates, path, json.dumps(body).encode(), headers, req.stream, call)
+            opened = await self._open(ctx, candidates, path, dumps(body), headers, bool(req.stream), call)
         except ApiError as err:
             done(err.status)
             raise
@@ -374,18 +518,18 @@ class Gateway:
                                   "qwen_serve.engine.kind": call.endpoint.engine})  # fmt: skip
         if isinstance(opened, Upstream):
             rewriter = SseRewriter(call.stats, keep_usage=client_usage, rename_reasoning=rename)
-            return RelayResponse(opened, rewriter, t0=t0, on_done=done, request_id=rid)
+            return Relay(opened, rewriter, t0=t0, on_done=done, request_id=rid)
         _, content = opened
         if rename is not None:
             content = content.replace(rename, b'"reasoning_content":')
         try:
-            call.stats.usage = Usage.from_obj(json.loads(content).get("usage"))
+            call.stats.usage = Usage.from_obj(loads(content).get("usage"))
         except (ValueError, AttributeError):
             call.stats.usage = None
         call.stats.ttft_s = time.perf_counter() - t0
         call.stats.completed = True
         done(200)
-        return Response(content, status_code=200, media_type="application/json")
+        return content
 
     async def models(self, request: Request) -> JSONResponse:
         self.keys.authenticate(request.headers.get("authorization"))
@@ -410,12 +554,18 @@ class Gateway:
 
     # ---- errors ----------------------------------------------------------------------------
     def error_response(self, request: Request, err: ApiError) -> JSONResponse:
-        if not getattr(request.state, "counted", False):
-            model = getattr(request.state, "model", None) or "unknown"
-            self.metrics.requests.labels(model, request.url.path[:64], str(err.status)).inc()
-            access_log.info("%s %d %s", request.url.path[:64], err.status, err.code,
-                            extra={"route": request.url.path[:64], "status": err.status, "code": err.code})  # fmt: skip
+        self._count_error(request.url.path, getattr(request.state, "model", None),
+                          getattr(request.state, "counted", False), err)  # fmt: skip
         return err.response(REQUEST_ID.get())
+
+    def _count_error(self, path: str, model: str | None, counted: bool, err: ApiError) -> None:
+        """Metrics and the access line of a request refused before its ``Call`` existed."""
+        if counted:
+            return
+        route = path[:64]
+        self.metrics.requests.labels(model or "unknown", route, str(err.status)).inc()
+        access_log.info("%s %d %s", route, err.status, err.code,
+                        extra={"route": route, "status": err.status, "code": err.code})  # fmt: skip
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -446,6 +596,22 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, except that ``POST`` on the two generation routes goes straight to
+    :meth:`Gateway.serve_generation`: no routing, middleware or exception layers per request or
+    per streamed chunk. Every other request takes FastAPI's usual path."""
+
+    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and route_path(scope) in self.gateway.generation:
+            await self.gateway.serve_generation(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     endpoints: EndpointSource,
@@ -458,8 +624,10 @@ def create_app(
     """A new gateway app. ``transport`` replaces the network under the engine client (tests);
     ``tracer_provider`` replaces the one built from ``settings.telemetry``; ``request_id_header``
     False when the server in front already sets ``x-request-id`` on responses (Ray Serve)."""
-    gw = Gateway(settings, endpoints, transport=transport, tracer_provider=tracer_provider, rng=rng)
-    app = FastAPI(
+    gw = Gateway(settings, endpoints, transport=transport, tracer_provider=tracer_provider, rng=rng,
+                 request_id_header=request_id_header)  # fmt: skip
+    app = GatewayApp(
+        gw,
         title="qwen-serve gateway",
         version="1",
         description="OpenAI-compatible API in front of SGLang / vLLM / llama.cpp engines",

@@ -1,31 +1,39 @@
-"""The hot path: open a request on an engine (with one retry before the first byte) and relay
-its bytes to the client.
+"""The hot path of a stream: relay an engine's SSE bytes to the client as plain ASGI messages.
 
-Per streamed read the work is: split on SSE event boundaries, a substring test for the usage
-chunk (parsed once per request), an optional bytes rename of the reasoning field, one clock read.
-No per-token JSON parsing. The engine is always asked for usage (``stream_options.include_usage``)
-so token metrics and limits are exact; the usage chunk is dropped again when the client did not
-ask for it. A client that disconnects cancels the relay, which closes the upstream connection —
-the engine sees the abort.
+Per upstream read the work is: one search for the last event boundary, four substring tests (usage
+object, error event, ``[DONE]``, the reasoning field to rename), one count of event boundaries, one
+clock read and one ``http.response.body`` message carrying everything that read returned (bytes are
+never held back to batch them). Reads that carry none of those markers — nearly all of them — pass
+through unchanged. Only the usage chunk is parsed as JSON, once per request. The engine is always
+asked for usage (``stream_options.include_usage``) so token metrics and limits are exact; the
+usage-only chunk is dropped again when the client did not ask for it.
+
+A client that disconnects cancels the relay, which closes the engine connection: the engine sees
+the abort. The disconnect is seen either as ``http.disconnect`` from ``receive`` (uvicorn, Ray
+direct ingress) or as a cancellation of the ASGI call (Ray's proxy).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import httpx
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
+from serving.gateway.engine_client import EngineConnectionError, EngineResponse
 from serving.gateway.errors import ApiError
 from serving.registry import Endpoint
 
 DONE = b"data: [DONE]"
+SSE_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]
 
 
 @dataclass
@@ -49,7 +57,7 @@ class Upstream:
     """An engine response whose status was 200, with its first bytes already read."""
 
     endpoint: Endpoint
-    response: httpx.Response
+    response: EngineResponse
     chunks: AsyncIterator[bytes]  # the rest of the body, after ``first``
     first: bytes
 
@@ -68,7 +76,10 @@ class StreamStats:
 
 
 class SseRewriter:
-    """Turns upstream SSE bytes into client SSE bytes, event by event."""
+    """Turns upstream SSE bytes into client SSE bytes. Whole events only: a partial event waits
+    in ``buf`` for the read that completes it."""
+
+    __slots__ = ("buf", "keep_usage", "rename", "stats")
 
     def __init__(self, stats: StreamStats, *, keep_usage: bool, rename_reasoning: bytes | None) -> None:
         self.stats = stats
@@ -77,11 +88,26 @@ class SseRewriter:
         self.buf = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        self.buf += chunk
-        if b"\n\n" not in self.buf:
+        buf = self.buf + chunk if self.buf else chunk
+        if b"\r" in buf:  # CRLF framing: normalise, then the general path
+            buf = buf.replace(b"\r\n", b"\n")
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self.buf = buf
             return b""
-        *events, self.buf = self.buf.replace(b"\r\n", b"\n").split(b"\n\n")
-        return self._emit(events)
+        head, self.buf = buf[: end + 2], buf[end + 2 :]
+        if (
+            b'"usage":{' in head
+            or b'"usage": {' in head
+            or b'data: {"error"' in head
+            or b"data: [DONE]" in head
+            or b"\n\n\n" in head
+            or head.startswith(b"\n")
+            or (self.rename is not None and self.rename in head)
+        ):
+            return self._emit(head[:-2].split(b"\n\n"))
+        self.stats.chunks += head.count(b"\n\n")  # plain token events: passed through as they are
+        return head
 
     def flush(self) -> bytes:
         events, self.buf = [self.buf], b""
@@ -129,11 +155,11 @@ class SseRewriter:
         return b"data: " + json.dumps(data, separators=(",", ":")).encode()
 
 
-class RelayResponse(Response):
-    """An SSE response fed from an engine stream; stops (and closes the engine request) as soon
-    as the client disconnects. ``on_done`` runs exactly once, whatever happened."""
+class Relay:
+    """Streams one engine response to the client as raw ASGI messages; stops (and closes the
+    engine request) as soon as the client disconnects. ``on_done`` runs exactly once."""
 
-    media_type = "text/event-stream"
+    __slots__ = ("on_done", "request_id", "rewriter", "sent_all", "t0", "upstream")
 
     def __init__(
         self,
@@ -144,12 +170,6 @@ class RelayResponse(Response):
         on_done: Callable[[], Any],
         request_id: str | None,
     ) -> None:
-        super().__init__(
-            status_code=200,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            media_type=self.media_type,
-        )
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # streamed: chunked
         self.upstream = upstream
         self.rewriter = rewriter
         self.t0 = t0
@@ -157,53 +177,71 @@ class RelayResponse(Response):
         self.request_id = request_id
         self.sent_all = False  # set before the last body message: a disconnect after it is normal
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def run(self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         stats = self.rewriter.stats
+        task = asyncio.current_task()
+        assert task is not None
+        ours = False  # did our watcher cancel the relay (vs. the server cancelling the call)?
+
+        async def watch_disconnect() -> None:
+            nonlocal ours
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not self.sent_all:
+                        stats.disconnected = ours = True
+                        task.cancel()
+                    return
+
+        watcher = asyncio.ensure_future(watch_disconnect())
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            stats.disconnected = not self.sent_all
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch_disconnect)
-                await self._relay(send)
-                tg.cancel_scope.cancel()
+            await self._relay(send, headers)
+        except asyncio.CancelledError:
+            if not self.sent_all:
+                stats.disconnected = True  # the server cancelled the call: its client went away
+            if not ours:
+                raise
+            task.uncancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.upstream.response.aclose()  # closing the socket aborts the engine request
+            watcher.cancel()
+            try:
+                await asyncio.shield(self.upstream.response.close())  # closing the socket aborts the engine request
+            finally:
                 self.on_done()
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         stats = self.rewriter.stats
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        last: float | None = None
-
-        async def emit(data: bytes) -> None:
-            nonlocal last
-            if not data:
-                return
-            now = time.perf_counter()
-            if stats.ttft_s is None:
-                stats.ttft_s = now - self.t0
-            elif last is not None:
-                stats.gaps_s.append(now - last)
-            last = now
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-
+        feed = self.rewriter.feed
+        gaps = stats.gaps_s
+        clock = time.perf_counter
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        last = 0.0
         try:
-            await emit(self.rewriter.feed(self.upstream.first))
+            data = feed(self.upstream.first)
+            if data:
+                last = clock()
+                stats.ttft_s = last - self.t0
+                await send({"type": "http.response.body", "body": data, "more_body": True})
             async for chunk in self.upstream.chunks:
-                await emit(self.rewriter.feed(chunk))
-            await emit(self.rewriter.flush())
+                data = feed(chunk)
+                if not data:
+                    continue
+                now = clock()
+                if stats.ttft_s is None:
+                    stats.ttft_s = now - self.t0
+                else:
+                    gaps.append(now - last)
+                last = now
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            data = self.rewriter.flush()
+            if data:
+                if stats.ttft_s is None:
+                    stats.ttft_s = clock() - self.t0
+                await send({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
-                raise httpx.RemoteProtocolError("engine closed the stream before [DONE]")
-        except httpx.HTTPError as exc:
-            stats.error = f"{type(exc).__name__}: {exc}"
+                raise EngineConnectionError("engine closed the stream before [DONE]")
+        except EngineConnectionError as exc:
+            stats.error = str(exc)
             err = ApiError(502, "engine stream failed before completion; the response is incomplete",
                            code="engine_stream_error")  # fmt: skip
             await send({"type": "http.response.body", "body": err.sse_event(self.request_id), "more_body": True})
