@@ -10,6 +10,7 @@ from typing import Any
 from bench.procs import PY, Proc, RoleRule, free_port, free_port_block
 from serving.config import Settings, load_settings
 from serving.engines import get_engine, plan_instance
+from serving.gateway.ingress import ingress_env
 
 ENGINE_NEEDLE = "serving.engines.simulator"
 # A Ray replica that launches the simulator: its engine subtree is charged to "engine", not Ray.
@@ -76,7 +77,8 @@ def direct_ingress_ports() -> dict[str, str]:
 def ours_overrides(overrides: dict[str, Any], port: int) -> dict[str, Any]:
     """Our app on one small machine: the gateway where the settings say, 1 logical CPU per rank."""
     par = {**overrides.get("parallelism", {}), "cpus_per_rank": 1.0}
-    gw = {**overrides.get("gateway", {}), "host": "127.0.0.1", "port": port}
+    # direct ingress: the path our gateway is built for (HAProxy adds its fixed stats ports)
+    gw = {"ingress": "direct", **overrides.get("gateway", {}), "host": "127.0.0.1", "port": port}
     tel = {"log_json": False, "log_level": "WARNING", **overrides.get("telemetry", {})}
     rep = {"drain_grace_s": 2.0, **overrides.get("replica", {})}
     eng = {**overrides.get("engine", {}), "port": 0}  # a free port per replica, never SGLang's 30000
@@ -94,7 +96,7 @@ def ray_proc(
         overrides = ours_overrides(overrides, port)
         s = bench_settings(overrides)
         gpus = s.parallelism.gpus_per_instance * s.autoscaling.max_replicas
-        env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # the ingress path our gateway is built for
+        env.update(ingress_env(s))  # exactly what `serving serve` puts in the Ray nodes' environment
         env.update(direct_ingress_ports())
     spec = json.dumps(
         {

@@ -165,8 +165,9 @@ a test compares them for every profile. */}}
 {{- end }}
 
 {{/*
-Environment that selects how clients reach the gateway (settings.gateway.ingress); Serve reads it at
-import time, so every Ray container gets it. Mirrors serving/gateway/ingress.py (a test compares).
+Environment that selects how clients reach the gateway (settings.gateway.ingress) and, on the direct
+and HAProxy paths, runs replica user code on the replica's own event loop; Serve reads it at import
+time, so every Ray container gets it. Mirrors serving/gateway/ingress.py (a test compares).
 */}}
 {{- define "qwen-serve.ingressEnv" -}}
 {{- $ingress := "haproxy" -}}
@@ -176,5 +177,8 @@ import time, so every Ray container gets it. Mirrors serving/gateway/ingress.py 
 - {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: "1"}
 {{- else if eq $ingress "direct" }}
 - {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: "1"}
+{{- end }}
+{{- if or (eq $ingress "haproxy") (eq $ingress "direct") }}
+- {name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD, value: "0"}
 {{- end }}
 {{- end -}}

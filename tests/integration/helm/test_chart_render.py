@@ -245,5 +245,5 @@ def test_every_ray_container_gets_the_ingress_env_the_settings_choose(ingress: s
     for pod in pods:
         ray_container = pod["containers"][0]
         env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
-        got = {k: v for k, v in env.items() if k.startswith("RAY_SERVE_ENABLE_")}
+        got = {k: v for k, v in env.items() if k.startswith("RAY_SERVE_ENABLE_") or k.startswith("RAY_SERVE_RUN_")}
         assert got == expected, ray_container["name"]
