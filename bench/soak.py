@@ -129,7 +129,8 @@ def stack_processes() -> dict[int, str]:
             continue
         label = (cmd[0] if cmd else p.name()).rsplit("/", 1)[-1]
         if label.startswith("python") and len(cmd) > 1:  # name the script or module it runs
-            arg = cmd[cmd.index("-m") + 1] if "-m" in cmd[:-1] else cmd[1]
+            args = [a for a in cmd[1:] if not a.startswith("-")]
+            arg = cmd[cmd.index("-m") + 1] if "-m" in cmd[:-1] else (args[0] if args else "")
             label = f"python {arg.rsplit('/', 1)[-1]}"
         if "serving.engines.simulator" in " ".join(cmd):
             label = "engine (simulator)"
@@ -139,9 +140,11 @@ def stack_processes() -> dict[int, str]:
 
 async def sample_memory(samples: dict[str, list[tuple[float, int]]], t0: float, stop: asyncio.Event,
                         every_s: float) -> None:  # fmt: skip
+    labels: dict[int, str] = {}  # first label per pid: a Ray worker's title changes with its current task
     while not stop.is_set():
         now = time.monotonic() - t0
-        for pid, label in stack_processes().items():
+        for pid, title in stack_processes().items():
+            label = labels.setdefault(pid, title)
             try:
                 rss = psutil.Process(pid).memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):
