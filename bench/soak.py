@@ -203,14 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from bench.procs import free_port
-    from serving.gateway.ingress import ingress_env
-    from serving.local import serve_forever, shutdown
+    from serving.local import local_node_env, serve_forever, shutdown
 
     seconds = args.minutes * 60
     warmup_s = min(60.0, max(10.0, seconds * 0.1))
     window_s = min(60.0, max(10.0, seconds * 0.15))
     settings = settings_for(args, free_port())
-    os.environ.update(ingress_env(settings))  # before Ray starts (serve_forever does it too, later)
+    os.environ.update(local_node_env(settings, os.environ))  # before Ray starts
     import ray
 
     ray.init(address="local", num_cpus=8, num_gpus=8, include_dashboard=False, log_to_driver=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -22,6 +23,47 @@ EXAMPLE = """
   r = c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Say hello"}}])
   print(r.choices[0].message.content)'
 """
+
+
+def _free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive ports that are free right now (best effort)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + size > 65535:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise OSError(f"no block of {size} free ports")
+
+
+def local_node_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a local Ray cluster needs: the ingress path, plus — on one shared machine —
+    private ports for what Ray's HAProxy and direct ingress otherwise bind at fixed numbers
+    (stats 8404, metrics 9101, replica HTTP 30000+, which is also SGLang's default). Variables
+    already set in ``environ`` win."""
+    from serving.gateway.ingress import ingress_env
+
+    env = ingress_env(settings)
+    if env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1":
+        base = _free_port_block(66)
+        env |= {
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + 31),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + 32),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 63),
+        }
+        if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            env |= {"RAY_SERVE_HAPROXY_STATS_PORT": str(base + 64), "RAY_SERVE_HAPROXY_METRICS_PORT": str(base + 65)}
+    return {k: v for k, v in env.items() if k not in environ}
 
 
 def wait_ready(url: str, timeout_s: float) -> None:
@@ -43,9 +85,7 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
     """Start Ray (local unless ``ray.address``), deploy the app, wait until it answers; return the URL."""
     import os
 
-    from serving.gateway.ingress import ingress_env
-
-    os.environ.update(ingress_env(settings))  # before Ray (and Serve) start: read at import time
+    os.environ.update(local_node_env(settings, os.environ))  # before Ray and Serve start: read at import
     import ray
     from ray import serve
 

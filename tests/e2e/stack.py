@@ -40,11 +40,10 @@ def running_stack(settings: Settings, *, num_gpus: int = 0) -> Iterator[str]:
 
     import ray
 
-    from serving.gateway.ingress import ingress_env
-    from serving.local import serve_forever, shutdown
+    from serving.local import local_node_env, serve_forever, shutdown
 
     saved = dict(os.environ)
-    os.environ.update(ingress_env(settings))
+    os.environ.update(local_node_env(settings, os.environ))
     ray.init(address="local", num_cpus=4, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
     try:
         yield serve_forever(settings, block=False)
