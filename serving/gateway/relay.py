@@ -79,35 +79,46 @@ class SseRewriter:
     """Turns upstream SSE bytes into client SSE bytes. Whole events only: a partial event waits
     in ``buf`` for the read that completes it."""
 
-    __slots__ = ("buf", "keep_usage", "rename", "stats")
+    __slots__ = ("buf", "keep_usage", "markers", "rename", "stats")
+
+    # Bytes that make an event need a look: the usage object, an error event, the end marker, and a
+    # blank event (dropped). Everything before the first of them passes through as it is.
+    MARKERS = (b'"usage":{', b'"usage": {', b'data: {"error"', DONE, b"\n\n\n")
 
     def __init__(self, stats: StreamStats, *, keep_usage: bool, rename_reasoning: bytes | None) -> None:
         self.stats = stats
         self.keep_usage = keep_usage
         self.rename = rename_reasoning  # e.g. b'"reasoning":' for vLLM
+        self.markers = self.MARKERS if rename_reasoning is None else (*self.MARKERS, rename_reasoning)
         self.buf = b""
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self.buf + chunk if self.buf else chunk
-        if b"\r" in buf:  # CRLF framing: normalise, then the general path
+        carry = b""
+        if b"\r" in buf:  # CRLF framing: normalise (a read may end between the \r and its \n)
+            if buf.endswith(b"\r"):
+                buf, carry = buf[:-1], b"\r"
             buf = buf.replace(b"\r\n", b"\n")
         end = buf.rfind(b"\n\n")
         if end < 0:
-            self.buf = buf
+            self.buf = buf + carry
             return b""
-        head, self.buf = buf[: end + 2], buf[end + 2 :]
-        if (
-            b'"usage":{' in head
-            or b'"usage": {' in head
-            or b'data: {"error"' in head
-            or b"data: [DONE]" in head
-            or b"\n\n\n" in head
-            or head.startswith(b"\n")
-            or (self.rename is not None and self.rename in head)
-        ):
-            return self._emit(head[:-2].split(b"\n\n"))
-        self.stats.chunks += head.count(b"\n\n")  # plain token events: passed through as they are
-        return head
+        while end > 0 and buf[end - 1] == 10:  # a run of newlines: cut after its first two
+            end -= 1
+        head, self.buf = buf[: end + 2], buf[end + 2 :] + carry
+        first = 0 if head.startswith(b"\n") else -1
+        if first < 0:
+            for marker in self.markers:
+                i = head.find(marker)
+                if i >= 0 and (first < 0 or i < first):
+                    first = i
+        if first < 0:
+            self.stats.chunks += head.count(b"\n\n")  # plain token events: passed through as they are
+            return head
+        cut = head.rfind(b"\n\n", 0, first + 1)  # the end of the last plain event before the marker
+        cut = 0 if cut < 0 else cut + 2
+        self.stats.chunks += head.count(b"\n\n", 0, cut)
+        return head[:cut] + self._emit(head[cut:-2].split(b"\n\n"))
 
     def flush(self) -> bytes:
         events, self.buf = [self.buf], b""

@@ -1,0 +1,63 @@
+"""The SSE rewriter's output and counts do not depend on how the engine's bytes are cut into reads
+(the pass-through fast path and the event-by-event path must agree)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from serving.gateway.relay import SseRewriter, StreamStats
+
+pytestmark = pytest.mark.unit
+
+
+def _stream(rng: random.Random) -> bytes:
+    events = []
+    for i in range(rng.randint(0, 30)):
+        events.append(b'data: {"choices":[{"delta":{"reasoning":"t%d"}}],"usage":null}' % i)
+        if rng.random() < 0.05:
+            events.append(b"")  # a blank event: dropped
+    if rng.random() < 0.1:
+        events.append(b'data: {"error": {"message": "boom"}}')
+    if rng.random() < 0.3:
+        events.insert(rng.randint(0, len(events)), b'data: {"choices":[{"delta":{}}],"usage": {"prompt_tokens":1}}')
+    if rng.random() < 0.8:
+        events.append(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":%d}}' % len(events))
+    if rng.random() < 0.9:
+        events.append(b"data: [DONE]")
+    sep = b"\r\n\r\n" if rng.random() < 0.2 else b"\n\n"
+    return sep.join(events) + sep
+
+
+def _run(pieces: list[bytes], keep_usage: bool, rename: bytes | None) -> tuple[list[bytes], tuple[object, ...]]:
+    stats = StreamStats()
+    rw = SseRewriter(stats, keep_usage=keep_usage, rename_reasoning=rename)
+    out = b"".join(rw.feed(p) for p in pieces) + rw.flush()
+    events = [e for e in out.split(b"\n\n") if e.strip()]
+    usage = None if stats.usage is None else (stats.usage.prompt_tokens, stats.usage.completion_tokens)
+    return events, (stats.chunks, usage, stats.error, stats.completed)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_cut_into_reads_gives_the_events_and_counts_of_one_read(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(200):
+        data = _stream(rng)
+        keep, rename = rng.random() < 0.5, (b'"reasoning":' if rng.random() < 0.5 else None)
+        whole = _run([data], keep, rename)
+        cuts = sorted(rng.sample(range(len(data) + 1), min(len(data), rng.randint(1, 12))))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        assert _run(pieces, keep, rename) == whole, (data, pieces)
+
+
+def test_one_read_reference_is_right() -> None:
+    """The whole-stream reference itself: usage taken and dropped, reasoning renamed, done."""
+    data = (
+        b'data: {"choices":[{"delta":{"reasoning":"a"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    events, (chunks, usage, error, completed) = _run([data], False, b'"reasoning":')
+    assert events == [b'data: {"choices":[{"delta":{"reasoning_content":"a"}}],"usage":null}', b"data: [DONE]"]
+    assert (chunks, usage, error, completed) == (1, (3, 1), None, True)
