@@ -107,7 +107,8 @@ def from_validation(exc: ValidationError) -> ApiError:
 
 def from_upstream(status: int, body: bytes) -> ApiError:
     """An engine's error answer → ours. 4xx keep their status (context too long stays a 400);
-    5xx become 502 so clients can tell an engine failure from a gateway bug."""
+    503 (starting, overloaded, a rank lost) stays 503 with Retry-After, so clients back off and
+    retry; other 5xx become 502 so clients can tell an engine failure from a gateway bug."""
     message, code, param = f"engine answered HTTP {status}", None, None
     try:
         data = json.loads(body)
@@ -125,4 +126,6 @@ def from_upstream(status: int, body: bytes) -> ApiError:
         if "context" in message.lower() and ("length" in message.lower() or "exceed" in message.lower()):
             code = code or "context_length_exceeded"
         return ApiError(status if status != 422 else 400, message, code=code or "engine_rejected", param=param)
+    if status == 503:
+        return ApiError(503, f"engine unavailable: {message}", code="engine_unavailable", retry_after_s=2)
     return ApiError(502, f"engine error: {message}", code="engine_error")

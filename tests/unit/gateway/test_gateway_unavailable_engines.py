@@ -1,4 +1,5 @@
-"""A deployment scaled to zero is woken by the gateway through one handle call, throttled."""
+"""A deployment scaled to zero is woken by the gateway (one throttled handle call); an engine that
+answers 503 while it starts or lost a rank gives clients a 503 with Retry-After, not a 502."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ async def test_live_engines_need_no_wake_up():
     src = WakeOnEmpty(StaticEndpoints([ep]), handle)
     assert list(await src.endpoints()) == [ep]
     assert handle.calls == 0
+
+
+@pytest.mark.parametrize(("status", "want", "retry_after"), [(503, 503, "2"), (500, 502, None), (400, 400, None)])
+def test_engine_errors_keep_their_meaning(status, want, retry_after):
+    from serving.gateway.errors import from_upstream
+
+    err = from_upstream(status, b'{"error": {"message": "rank 1 lost"}}')
+    resp = err.response("rid")
+    assert resp.status_code == want
+    assert resp.headers.get("retry-after") == retry_after
