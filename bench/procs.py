@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -42,25 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def free_port_block(n: int, lo: int = 42000, hi: int = 60000) -> int:
-    """The first port of ``n`` consecutive ports that are free right now (random start)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(lo, hi - n)
-        if all(_port_free(p) for p in range(base, base + n)):
-            return base
-    raise RuntimeError(f"no {n} consecutive free ports in {lo}..{hi}")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def log_tail(path: Path, n: int = 40) -> str:

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.procs import PY, Proc, RoleRule, free_port, free_port_block
+from bench.procs import PY, Proc, RoleRule, free_port
 from serving.config import Settings, load_settings
 from serving.engines import get_engine, plan_instance
-from serving.gateway.ingress import ingress_env
+from serving.local import local_node_env
 
 ENGINE_NEEDLE = "serving.engines.simulator"
 # A Ray replica that launches the simulator: its engine subtree is charged to "engine", not Ray.
@@ -62,18 +62,6 @@ def router_proc(engine_urls: list[str], log_dir: Path) -> tuple[Proc, str]:
     return Proc("router", "router", argv, log_dir / "router.log"), f"http://127.0.0.1:{port}"
 
 
-def direct_ingress_ports() -> dict[str, str]:
-    """Private port ranges for direct ingress: Ray's defaults (30000/40000…) collide with other Ray
-    clusters and engines on a shared machine (SGLang's default port is 30000 too)."""
-    base = free_port_block(64)
-    return {
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + 31),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + 32),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 63),
-    }
-
-
 def ours_overrides(overrides: dict[str, Any], port: int) -> dict[str, Any]:
     """Our app on one small machine: the gateway where the settings say, 1 logical CPU per rank."""
     par = {**overrides.get("parallelism", {}), "cpus_per_rank": 1.0}
@@ -96,8 +84,7 @@ def ray_proc(
         overrides = ours_overrides(overrides, port)
         s = bench_settings(overrides)
         gpus = s.parallelism.gpus_per_instance * s.autoscaling.max_replicas
-        env.update(ingress_env(s))  # exactly what `serving serve` puts in the Ray nodes' environment
-        env.update(direct_ingress_ports())
+        env.update(local_node_env(s, {}))  # exactly what `serving serve` gives its Ray nodes
     spec = json.dumps(
         {
             "app": app,
