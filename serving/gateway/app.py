@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config.settings import Settings
@@ -606,8 +607,28 @@ class GatewayApp(FastAPI):
     def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gateway = gateway
+        origins = gateway.settings.gateway.cors_origins
+        # CORS (browser clients) wraps both paths, outermost; absent unless origins are configured.
+        self._entry: ASGIApp = self._dispatch
+        if origins:
+            self._entry = CORSMiddleware(
+                self._dispatch,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-request-id",
+                    "traceparent",
+                    gateway.settings.routing.session_header,
+                ],
+                expose_headers=["x-request-id", "retry-after"],
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and route_path(scope) in self.gateway.generation:
             await self.gateway.serve_generation(scope, receive, send)
             return
