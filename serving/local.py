@@ -94,6 +94,15 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
     if not ray.is_initialized():
         # "local": always a fresh cluster of our own, never an unrelated one found on this machine
         ray.init(address=settings.ray.address or "local", include_dashboard=False, log_to_driver=False)
+    # Ray's driver installs a SIGTERM handler that exits at once; ours drains first. Set it right
+    # after ray.init, so a SIGTERM during the deploy is honoured once the stack is up.
+    stop = {"now": False}
+
+    def _stop(*_: Any) -> None:
+        stop["now"] = True
+
+    if block:
+        signal.signal(signal.SIGTERM, _stop)
     g = settings.gateway
     serve.start(http_options={"host": g.host, "port": g.port})
     serve.run(build_app(settings), name=settings.ray.app_name, route_prefix="/", blocking=False)
@@ -105,13 +114,6 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
     auth = " -H 'authorization: Bearer <your key>'" if g.api_keys.required else ""
     print(EXAMPLE.format(url=url, model=settings.model.served_name, engine=settings.engine.kind.value,
                          key=key, auth_curl=auth), flush=True)  # fmt: skip
-
-    stop = {"now": False}
-
-    def _stop(*_: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
     try:
         while not stop["now"]:
             time.sleep(0.5)
@@ -119,8 +121,29 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
         pass
     finally:
         print("\nstopping: draining requests, stopping engines…", file=sys.stderr, flush=True)
+        left = drain(url, settings.replica.drain_grace_s)
+        if left:
+            print(f"drain grace over with {left:g} request(s) in flight", file=sys.stderr, flush=True)
         shutdown()
     return url
+
+
+def drain(url: str, grace_s: float) -> float:
+    """Wait until the gateway serves no request (its in-flight gauge), at most ``grace_s``;
+    returns what was still in flight. Serve's own shutdown would cut running streams."""
+    from serving.engines.base import prom_value
+
+    deadline = time.monotonic() + grace_s
+    left = 0.0
+    while time.monotonic() < deadline:
+        try:
+            left = prom_value(httpx.get(f"{url}/metrics", timeout=2.0).text, "qwen_serve_requests_in_flight")
+        except httpx.HTTPError:
+            return 0.0  # nothing answers: nothing to drain
+        if left <= 0:
+            return 0.0
+        time.sleep(0.2)
+    return left
 
 
 def shutdown() -> None:

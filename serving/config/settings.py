@@ -106,7 +106,7 @@ class ParallelismSettings(Section):
     gpus_per_node: int = Field(8, ge=1, description="GPUs available on each node")
     gpu_type: GpuType = Field(GpuType.H100, description="h100 | h200 | b200 | cpu")
     cpus_per_rank: float = Field(
-        8.0, gt=0, description="CPUs reserved per node bundle of an engine instance (llama.cpp default: 1)"
+        8.0, gt=0, description="CPUs reserved per node bundle of an engine instance (1 without GPUs)"
     )
 
     @property
@@ -282,7 +282,8 @@ class Settings(BaseSettings):
             self.reasoning.parser = spec.reasoning_parser
         if self.tools.parser is None:
             self.tools.parser = spec.tool_call_parser
-        if self.engine.kind == EngineKind.LLAMACPP and "cpus_per_rank" not in self.parallelism.model_fields_set:
+        no_gpu = self.engine.kind == EngineKind.LLAMACPP or self.parallelism.gpu_type == GpuType.CPU
+        if no_gpu and "cpus_per_rank" not in self.parallelism.model_fields_set:
             self.parallelism.cpus_per_rank = 1.0  # a laptop: the GPU-node default of 8 would never schedule
         if not spec.has_mtp and self.speculative.enabled and self.speculative.algorithm == "NEXTN":
             self.speculative.enabled = False  # no MTP head to draft with
