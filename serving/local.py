@@ -60,6 +60,9 @@ def local_node_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, 
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + 31),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + 32),
             "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 63),
+            # Ray holds ingress replicas ≥ 30 s on shutdown for load balancers to converge; the
+            # local stack has none and drains its own streams first (``drain``), so stop promptly.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         }
         if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
             env |= {"RAY_SERVE_HAPROXY_STATS_PORT": str(base + 64), "RAY_SERVE_HAPROXY_METRICS_PORT": str(base + 65)}
@@ -94,15 +97,16 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
     if not ray.is_initialized():
         # "local": always a fresh cluster of our own, never an unrelated one found on this machine
         ray.init(address=settings.ray.address or "local", include_dashboard=False, log_to_driver=False)
-    # Ray's driver installs a SIGTERM handler that exits at once; ours drains first. Set it right
+    # Ray's driver installs a SIGTERM handler that exits at once; ours drains first. Set them right
     # after ray.init, so a SIGTERM during the deploy is honoured once the stack is up.
     stop = {"now": False}
 
     def _stop(*_: Any) -> None:
         stop["now"] = True
 
-    if block:
+    if block:  # Ctrl-C and SIGTERM alike (SIGINT may arrive ignored, e.g. in a background job)
         signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     g = settings.gateway
     serve.start(http_options={"host": g.host, "port": g.port})
     serve.run(build_app(settings), name=settings.ray.app_name, route_prefix="/", blocking=False)
