@@ -22,7 +22,7 @@ from serving.engines import plan_instance
 from serving.engines.llamacpp import DEFAULT_BINARY
 from serving.gateway import create_app
 from serving.registry import Endpoint, StaticEndpoints
-from tests.conftest import free_port
+from tests.conftest import free_port, start_uvicorn, stop_uvicorn
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -105,23 +105,14 @@ def serve_gateway() -> Iterator[Callable[..., ServedGateway]]:
         settings: Settings, endpoints: list[Endpoint], tracer_provider: TracerProvider | None = None
     ) -> ServedGateway:
         app = create_app(settings, StaticEndpoints(endpoints), tracer_provider=tracer_provider)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail("gateway did not start within 30 s")
-            time.sleep(0.05)
-        gw = ServedGateway(f"http://127.0.0.1:{port}", app, server)
+        server, thread, url = start_uvicorn(app)
+        gw = ServedGateway(url, app, server)
         served.append((gw, thread))
         return gw
 
     yield serve
     for gw, thread in served:
-        gw.server.should_exit = True
-        thread.join(timeout=15)
+        stop_uvicorn(gw.server, thread)
 
 
 def settings_for(overrides: dict[str, Any] | None = None) -> Settings:

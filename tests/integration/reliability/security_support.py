@@ -24,7 +24,7 @@ from serving.engines import plan_instance
 from serving.gateway import create_app
 from serving.observability.logging import configure_logging
 from serving.registry import Endpoint, StaticEndpoints
-from tests.conftest import free_port
+from tests.conftest import free_port, start_uvicorn, stop_uvicorn
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = "secure-model"
@@ -90,21 +90,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                 pytest.fail("simulator not healthy within 60 s")
             time.sleep(0.2)
         app = create_app(s, StaticEndpoints([Endpoint("sim-0", engine_url, MODEL, "simulator")]))
-        gw_port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=gw_port, log_level="warning",
-                                               lifespan="on", log_config=None))  # fmt: skip
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail("gateway did not start within 30 s")
-            time.sleep(0.05)
-        yield Secured(f"http://127.0.0.1:{gw_port}", app, s, log, captured)
+        server, thread, gw_url = start_uvicorn(app, log_config=None)
+        yield Secured(gw_url, app, s, log, captured)
     finally:
         if server is not None and thread is not None:
-            server.should_exit = True
-            thread.join(timeout=15)
+            stop_uvicorn(server, thread)
         logging.getLogger().removeHandler(handler)
         proc.terminate()
         try:

@@ -93,52 +93,39 @@ def test_desired_replicas(loads, target, current, lo, hi, want):
     assert desired_replicas(loads, target, current, lo, hi) == want
 
 
-def test_policy_reads_the_engine_load_metric_from_serve_context():
-    cfg = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=2)
-    ctx = AutoscalingContext(
+def context(*, replicas: int, waiting: int, metrics: dict, lo: int, hi: int, target: float):
+    """A real Serve AutoscalingContext as the controller builds it."""
+    from ray.serve.config import AutoscalingConfig
+
+    cfg = AutoscalingConfig(min_replicas=lo, max_replicas=hi, target_ongoing_requests=target)
+    return AutoscalingContext(
         deployment_id=None,  # type: ignore[arg-type]
         deployment_name="EngineReplica",
         app_name="qwen-serve",
-        current_num_replicas=1,
-        target_num_replicas=1,
+        current_num_replicas=replicas,
+        target_num_replicas=replicas,
         running_replicas=[],
-        total_num_requests=0,
-        total_queued_requests=0,
-        aggregated_metrics={ENGINE_LOAD_METRIC: {"r1": 7.0}, "other": {"r1": 100.0}},
+        total_num_requests=waiting,
+        total_queued_requests=waiting,
+        aggregated_metrics=metrics,
         raw_metrics=None,
-        capacity_adjusted_min_replicas=1,
-        capacity_adjusted_max_replicas=4,
+        capacity_adjusted_min_replicas=lo,
+        capacity_adjusted_max_replicas=hi,
         policy_state={},
         last_scale_up_time=None,
         last_scale_down_time=None,
         current_time=time.time(),
         config=cfg,
     )
+
+
+def test_policy_reads_the_engine_load_metric_from_serve_context():
+    metrics = {ENGINE_LOAD_METRIC: {"r1": 7.0}, "other": {"r1": 100.0}}
+    ctx = context(replicas=1, waiting=0, metrics=metrics, lo=1, hi=4, target=2)
     assert engine_load_policy(ctx) == (4, {})
 
 
 @pytest.mark.parametrize(("waiting", "want"), [(0, 0), (3, 1)])
 def test_policy_wakes_a_deployment_scaled_to_zero_on_waiting_requests(waiting: int, want: int) -> None:
-    from ray.serve.config import AutoscalingConfig, AutoscalingContext
-
-    cfg = AutoscalingConfig(min_replicas=0, max_replicas=4, target_ongoing_requests=4)
-    ctx = AutoscalingContext(
-        deployment_id=None,  # type: ignore[arg-type]
-        deployment_name="EngineReplica",
-        app_name="qwen-serve",
-        current_num_replicas=0,
-        target_num_replicas=0,
-        running_replicas=[],
-        total_num_requests=waiting,
-        total_queued_requests=waiting,
-        aggregated_metrics={},
-        raw_metrics=None,
-        capacity_adjusted_min_replicas=0,
-        capacity_adjusted_max_replicas=4,
-        policy_state={},
-        last_scale_up_time=None,
-        last_scale_down_time=None,
-        current_time=time.time(),
-        config=cfg,
-    )
+    ctx = context(replicas=0, waiting=waiting, metrics={}, lo=0, hi=4, target=4)
     assert engine_load_policy(ctx)[0] == want
