@@ -19,6 +19,13 @@ from tests.conftest import ROOT, free_port
 pytestmark = pytest.mark.e2e
 
 
+def _is_simulator(p: psutil.Process) -> bool:
+    try:
+        return "serving.engines.simulator" in " ".join(p.cmdline())
+    except psutil.Error:  # exited (or a zombie) while we looked
+        return False
+
+
 def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
     port = free_port()
     sets = {
@@ -48,11 +55,7 @@ def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
             time.sleep(0.5)
         else:
             pytest.fail("stack not ready")
-        engines = [
-            p
-            for p in psutil.Process(serve.pid).children(recursive=True)
-            if "serving.engines.simulator" in " ".join(p.cmdline())
-        ]
+        engines = [p for p in psutil.Process(serve.pid).children(recursive=True) if _is_simulator(p)]
         lines: list[bytes] = []
         first = threading.Event()
 
