@@ -1,6 +1,6 @@
 """Zero-delay streaming throughput of the simulator (one server process, one event loop = one core).
 
-    .venv/bin/python bench/simulator_throughput.py [--clients 32] [--seconds 5] [--max-tokens 512]
+    .venv/bin/python -m bench.simulator_throughput [--clients 32] [--seconds 5] [--max-tokens 512]
 
 Starts ``python -m serving.engines.simulator --sim-zero-delay`` on a free port, streams chat
 completions from N concurrent httpx clients for a few seconds, counts SSE token events (one per
@@ -13,41 +13,36 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.procs import free_port
+
 GOAL = 5000.0
+LOG_DIR = Path(tempfile.gettempdir())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The simulator exactly as a replica launches it: argv from the launch-plan builder."""
+    from serving.config import load_settings
+    from serving.engines import plan_instance
 
-
-def start(port: int) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        "serving.engines.simulator",
-        "--model-path",
-        "Qwen/Qwen3.6-27B",
-        "--served-model-name",
-        "qwen3.6-27b",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--sim-preset",
-        "qwen3.6-27b",
-        "--sim-zero-delay",
-    ]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    settings = load_settings(
+        overrides={
+            "model": {"preset": "qwen3.6-27b"},
+            "engine": {"kind": "simulator", "simulator": {"zero_delay": True}},
+            "parallelism": {"tp": 8},
+        },
+        env={},
+    )
+    argv = plan_instance(settings, host="127.0.0.1", port=port).ranks[0].argv
+    # stderr to a file: an unread pipe would stall the server once it fills
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -55,7 +50,7 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient() as c:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"simulator exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                raise SystemExit(f"simulator exited; see {LOG_DIR}/simulator-throughput-*.log")
             try:
                 if (await c.get(base + "/health")).status_code == 200:
                     return
@@ -94,7 +89,8 @@ async def main() -> int:
     if base is None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = start(port)
+        log = LOG_DIR / f"simulator-throughput-{port}.log"
+        proc = start(port, log)
     try:
         await wait_ready(base, proc) if proc else None
         counts = [0]
