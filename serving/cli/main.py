@@ -16,13 +16,14 @@ import typer
 import yaml
 
 from serving.config import ConfigError, Settings, load_settings
+from serving.deploy.cli import deploy_app
 from serving.engines.simulator.report import app as simulator_app
 
 app = typer.Typer(help="qwen-serve: serve the Qwen3.6 family on Ray Serve + SGLang.", no_args_is_help=True)
 config_app = typer.Typer(help="Show and validate settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(simulator_app, name="simulator")
-app.add_typer(__import__("serving.deploy.cli", fromlist=["deploy_app"]).deploy_app, name="deploy")
+app.add_typer(deploy_app, name="deploy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
