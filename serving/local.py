@@ -3,6 +3,7 @@ engine replicas — until Ctrl-C, then everything stops (no engine process is le
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -12,6 +13,14 @@ from typing import Any
 import httpx
 
 from serving.config import Settings
+from serving.config.settings import EngineKind
+
+POLL_S = 0.5
+
+
+class StackStartError(RuntimeError):
+    """The local stack could not come up; the message says what failed, where, and what to do."""
+
 
 EXAMPLE = """
   qwen-serve is up: {url}   (model "{model}", engine {engine}; Ctrl-C stops everything)
@@ -69,9 +78,66 @@ def local_node_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, 
     return {k: v for k, v in env.items() if k not in environ}
 
 
-def wait_ready(url: str, timeout_s: float) -> None:
+def gateway_cpus(settings: Settings) -> float:
+    from serving.gateway.deployment import gateway_deployment_options
+
+    opts = gateway_deployment_options(settings)
+    return float(opts["num_replicas"] * opts["ray_actor_options"]["num_cpus"])
+
+
+def local_cluster_resources(settings: Settings) -> dict[str, Any]:
+    """``ray.init`` resources for a private local cluster. The simulator pretends to be GPUs, so the
+    cluster declares the GPUs (and CPUs) its replicas reserve; real engines get what Ray detects."""
+    import os
+
+    from serving.replica.placement import placement
+
+    if settings.engine.kind != EngineKind.SIMULATOR:
+        return {}
+    pl = placement(settings)
+    replicas = max(settings.autoscaling.max_replicas, 1)
+    gpus = pl.gpus_per_rank * replicas  # one node: a multi-node layout is refused by unschedulable()
+    cpus = pl.cpus_per_rank * replicas + gateway_cpus(settings)
+    out: dict[str, Any] = {"num_cpus": max(os.cpu_count() or 1, math.ceil(cpus))}
+    if gpus:
+        out["num_gpus"] = gpus
+    return out
+
+
+def check_fits(settings: Settings, *, local: bool) -> None:
+    """Refuse, before deploying, what this cluster can never schedule (a remote cluster may still
+    autoscale, so there it is a warning)."""
+    import ray
+
+    from serving.replica.placement import unschedulable
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    problems = unschedulable(settings, nodes, extra_cpus=gateway_cpus(settings))
+    if not problems:
+        return
+    text = "\n".join(f"  - {p}" for p in problems)
+    if local:
+        raise StackStartError(f"the engine replicas can never be scheduled on this machine:\n{text}")
+    print(f"warning: the cluster cannot place an engine replica yet (it may autoscale):\n{text}", file=sys.stderr)
+
+
+def cut_failure(message: str) -> str | None:
+    """The engine-failure summary a replica put into its Serve status message, if any."""
+    from serving.replica.instance import FAILURE_MARK
+
+    parts = message.split(FAILURE_MARK)
+    return parts[1].strip() if len(parts) >= 3 else None
+
+
+def wait_ready(url: str, settings: Settings, *, local: bool) -> None:
+    """Until the gateway answers ``/ready``; fail fast, with the reason, when a deployment cannot
+    start: an engine that died or never became healthy, or replicas that cannot be scheduled."""
+    from ray import serve
+
+    timeout_s = settings.replica.startup_timeout_s + 60  # the replica's own timeout reports first
     deadline = time.monotonic() + timeout_s
     last: Any = None
+    warned: set[str] = set()
     while time.monotonic() < deadline:
         try:
             r = httpx.get(f"{url}/ready", timeout=2.0)
@@ -80,12 +146,28 @@ def wait_ready(url: str, timeout_s: float) -> None:
             last = f"{r.status_code} {r.text[:200]}"
         except httpx.HTTPError as exc:
             last = exc
-        time.sleep(0.5)
-    raise TimeoutError(f"gateway at {url} not ready after {timeout_s:.0f}s (last answer: {last})")
+        app = serve.status().applications.get(settings.ray.app_name)
+        if app is not None:
+            for name, dep in app.deployments.items():
+                message = dep.message or ""
+                failure = cut_failure(message)
+                if failure:
+                    raise StackStartError(f"{failure}\n(Ray Serve deployment {name} of {settings.ray.app_name})")
+                if "to be scheduled" in message and message not in warned:
+                    if local:
+                        raise StackStartError(f"deployment {name} cannot be scheduled: {message}")
+                    warned.add(message)
+                    print(f"warning: deployment {name}: {message}", file=sys.stderr, flush=True)
+            if str(app.status) in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
+                details = "; ".join(f"{n}: {d.message}" for n, d in app.deployments.items() if d.message)
+                raise StackStartError(f"application {settings.ray.app_name} failed to deploy: {app.message} {details}")
+        time.sleep(POLL_S)
+    raise StackStartError(f"gateway at {url} not ready after {timeout_s:.0f} s (last answer: {last})")
 
 
 def serve_forever(settings: Settings, *, block: bool = True) -> str:
-    """Start Ray (local unless ``ray.address``), deploy the app, wait until it answers; return the URL."""
+    """Start Ray (local unless ``ray.address``), deploy the app, wait until it answers; return the URL.
+    Raises :class:`StackStartError`, with everything stopped, when the stack cannot come up."""
     import os
 
     os.environ.update(local_node_env(settings, os.environ))  # before Ray and Serve start: read at import
@@ -94,9 +176,15 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
 
     from serving.app import build_app
 
+    local = not settings.ray.address
     if not ray.is_initialized():
         # "local": always a fresh cluster of our own, never an unrelated one found on this machine
-        ray.init(address=settings.ray.address or "local", include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=settings.ray.address or "local",
+            include_dashboard=False,
+            log_to_driver=False,
+            **(local_cluster_resources(settings) if local else {}),
+        )
     # Ray's driver installs a SIGTERM handler that exits at once; ours drains first. Set them right
     # after ray.init, so a SIGTERM during the deploy is honoured once the stack is up.
     stop = {"now": False}
@@ -108,10 +196,16 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     g = settings.gateway
-    serve.start(http_options={"host": g.host, "port": g.port})
-    serve.run(build_app(settings), name=settings.ray.app_name, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if g.host in ('0.0.0.0', '::') else g.host}:{g.port}"
-    wait_ready(url, settings.replica.startup_timeout_s)
+    try:
+        check_fits(settings, local=local)
+        serve.start(http_options={"host": g.host, "port": g.port})
+        # not blocking: wait_ready watches the deployments and reports a failing engine at once
+        serve._run(build_app(settings), name=settings.ray.app_name, route_prefix="/", _blocking=False)
+        wait_ready(url, settings, local=local)
+    except BaseException:
+        shutdown()
+        raise
     if not block:
         return url
     key = "<your key>" if g.api_keys.required else "none"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +28,18 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.fail(f"../shared/reference not found beside the checkout ({REFERENCE})")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def build():
+    """scripts/build_llama_server.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("build_llama_server", ROOT / "scripts" / "build_llama_server.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_llama_server"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def start_uvicorn(app: Any, **config: Any) -> tuple[Any, threading.Thread, str]:

@@ -123,9 +123,14 @@ def launch_plan(
 @clear_errors
 def serve_cmd(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Run the whole stack locally (Ray + gateway + engine replicas) until Ctrl-C."""
-    from serving.local import serve_forever
+    from serving.local import StackStartError, serve_forever
 
-    serve_forever(_load(config, overrides))
+    settings = _load(config, overrides)
+    try:
+        serve_forever(settings)
+    except StackStartError as exc:
+        typer.echo(f"error: the stack did not start.\n{exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -30,6 +30,10 @@ KILL_GRACE_S = 10.0  # SIGTERM → SIGKILL, per rank, after the drain
 DRAIN_MIN_S = 1.5  # the gateway refreshes the registry about once a second: let it see "draining"
 
 
+# Brackets the failure summary inside Serve's status message, so `serving serve` can cut it out.
+FAILURE_MARK = "---- qwen-serve engine failure ----"
+
+
 class EngineUnhealthy(RuntimeError):
     """The instance cannot serve: a rank died or rank 0's health endpoint failed."""
 
@@ -68,13 +72,15 @@ class EngineInstance:
             await asyncio.wait_for(self._launch(), timeout)
             await self._wait_ready(deadline)
         except BaseException as e:
-            reason = self._exit_reasons_now()
+            timed_out = isinstance(e, asyncio.TimeoutError | TimeoutError)
+            rank0_died = self._rank0 is not None and not self._rank0.alive()
+            if isinstance(e, EngineUnhealthy) and not rank0_died:
+                reason = str(e)  # a rank ≥ 1 died: its own report
+            else:
+                reason = self._exit_reasons_now(timeout, timed_out)
             await self.shutdown(kill_grace_s=2.0)
-            if isinstance(e, asyncio.TimeoutError | TimeoutError):
-                msg = f"engine not ready within {timeout:g}s (replica.startup_timeout_s)\n{reason}"
-                raise EngineStartError(msg) from e
-            if isinstance(e, EngineUnhealthy):
-                raise EngineStartError(f"engine failed to start: {e}") from e
+            if timed_out or isinstance(e, EngineUnhealthy):
+                raise EngineStartError(f"{FAILURE_MARK}\n{reason}\n{FAILURE_MARK}") from e
             raise
 
     async def _launch(self) -> None:
@@ -101,7 +107,11 @@ class EngineInstance:
                 strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
                 self._workers.append(
                     cls.options(scheduling_strategy=strategy, **self.placement.actor_resources()).remote(
-                        i, self.replica_id, self.settings.telemetry.log_level, self.settings.telemetry.log_json
+                        i,
+                        self.replica_id,
+                        self.settings.telemetry.log_level,
+                        self.settings.telemetry.log_json,
+                        self.engine.kind.value,
                     )
                 )
         # Ranks ≥ 1 first: they wait for rank 0 at --dist-init-addr, as SGLang's do.
@@ -109,7 +119,9 @@ class EngineInstance:
             *[w.start.remote(plan.ranks[i].argv, plan.ranks[i].env) for i, w in enumerate(self._workers, 1)]
         )
         env0 = {**plan.ranks[0].env, **cuda_visible_devices(gpus)}
-        self._rank0 = EngineProcess(plan.ranks[0].argv, env0, rank=0, replica_id=self.replica_id)
+        self._rank0 = EngineProcess(
+            plan.ranks[0].argv, env0, rank=0, replica_id=self.replica_id, engine=self.engine.kind.value
+        )
         pid = self._rank0.start()
         self.ranks = [RankInfo(0, node_id, node_ip, gpus, pid, env0)] + [RankInfo(**r) for r in started]
         logger.info(
@@ -140,7 +152,9 @@ class EngineInstance:
         import ray
 
         if self._rank0 is None or not self._rank0.alive():
-            raise EngineUnhealthy(self._rank0.describe_exit() if self._rank0 else "engine rank 0 not started")
+            if self._rank0 is None:
+                raise EngineUnhealthy(f"engine {self.engine.kind.value} rank 0 was never started")
+            raise EngineUnhealthy(self._rank0.failure("exited").render())
         for i, w in enumerate(self._workers, 1):
             try:
                 ok = await asyncio.wait_for(w.alive.remote(), timeout_s)
@@ -205,8 +219,10 @@ class EngineInstance:
         await self._client.aclose()
         logger.info("engine instance stopped", extra={"replica_id": self.replica_id})
 
-    def _exit_reasons_now(self) -> str:
-        if self._rank0 is not None and not self._rank0.alive():
-            return self._rank0.describe_exit()
-        lines = "\n".join(self._rank0.tail()) if self._rank0 else ""
-        return f"rank 0 last lines:\n{lines or '(no output)'}"
+    def _exit_reasons_now(self, timeout_s: float, timed_out: bool) -> str:
+        if self._rank0 is None:
+            return f"engine {self.engine.kind.value} rank 0 was never started"
+        if not self._rank0.alive():
+            return self._rank0.failure("exited during start-up").render()
+        what = f"did not become healthy within {timeout_s:g} s (replica.startup_timeout_s)" if timed_out else "failed"
+        return self._rank0.failure(what).render()

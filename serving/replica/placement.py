@@ -8,7 +8,7 @@ pinned to bundles 1 … n-1. All pure functions of settings (no Ray import) so t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from serving.config.hardware import GpuType
@@ -50,3 +50,50 @@ def placement(s: Settings) -> Placement:
 def cuda_visible_devices(gpu_ids: Sequence[int | str]) -> dict[str, str]:
     """The engine process sees exactly the GPUs Ray assigned to its actor (empty: none)."""
     return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpu_ids)} if gpu_ids else {}
+
+
+def unschedulable(s: Settings, nodes: Sequence[Mapping[str, float]], *, extra_cpus: float = 0.0) -> list[str]:
+    """Why one engine replica (plus ``extra_cpus`` for the gateway) can never be placed on a cluster
+    whose alive nodes have these total resources; empty when it fits. Each reason names what is
+    missing and the setting that fixes it."""
+    pl = placement(s)
+    bundle = pl.bundles[0]
+    fits = [n for n in nodes if all(n.get(k, 0.0) >= v for k, v in bundle.items())]
+    problems: list[str] = []
+    if len(fits) < pl.nodes:
+        best = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+        have = {k: best.get(k, 0.0) for k in bundle}
+        short = ", ".join(f"{k} {v:g} (a node has at most {have[k]:g})" for k, v in bundle.items() if have[k] < v)
+        where = "one node" if pl.nodes == 1 else f"each of {pl.nodes} nodes"
+        if short:
+            problems.append(f"an engine replica needs {_fmt(bundle)} on {where}; missing {short}. {_fix(bundle, have)}")
+        else:
+            problems.append(
+                f"parallelism.nodes: an engine replica spans {pl.nodes} nodes with {_fmt(bundle)} each, but only "
+                f"{len(fits)} of the cluster's {len(nodes)} node(s) fit one. Set parallelism.nodes=1, or point "
+                "ray.address at a cluster with enough nodes."
+            )
+    cpus = sum(n.get("CPU", 0.0) for n in nodes)
+    need = pl.cpus_per_rank * pl.nodes + extra_cpus
+    if not problems and cpus < need:
+        problems.append(
+            f"parallelism.cpus_per_rank: one engine replica ({pl.cpus_per_rank:g} CPU per rank) plus the gateway "
+            f"({extra_cpus:g} CPU) need {need:g} CPUs; the cluster has {cpus:g}. Lower parallelism.cpus_per_rank "
+            "or gateway.replicas."
+        )
+    return problems
+
+
+def _fmt(resources: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in resources.items()) + "}"
+
+
+def _fix(bundle: Mapping[str, float], have: Mapping[str, float]) -> str:
+    if bundle.get("GPU", 0.0) > have.get("GPU", 0.0):
+        if have.get("GPU", 0.0) >= 1:
+            return f"Lower parallelism.tp / pp / dp to fit {have['GPU']:g} GPU(s) per node."
+        return (
+            "This cluster has no GPUs: use engine.kind=llamacpp (CPU), engine.kind=simulator (emulated GPUs), "
+            "or point ray.address at a cluster with GPUs."
+        )
+    return f"Set parallelism.cpus_per_rank ≤ {have.get('CPU', 0.0):g}."

@@ -5,7 +5,8 @@
 - On Linux it also gets ``PR_SET_PDEATHSIG = SIGKILL``: if the actor that started it dies (killed
   by Ray, OOM, crash) the kernel kills the engine too. No orphan engines.
 - Its stdout/stderr go line by line to the logger (with ``replica_id``, ``rank`` and ``pid`` as
-  structured fields) and the last lines are kept, so a failed start can say why.
+  structured fields) and to a log file of its own (:func:`engine_log_path`); the last lines are
+  kept, so a failure can say why (:class:`serving.replica.failure.EngineFailure`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from serving.replica.failure import EngineFailure
 
 logger = logging.getLogger("qwen_serve.engine")
 
@@ -33,7 +40,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class EngineStartError(RuntimeError):
-    """An engine rank did not become ready; the message carries its last output lines."""
+    """An engine rank did not become ready; the message is the rendered :class:`EngineFailure`."""
+
+
+def engine_log_path(replica_id: str, rank: int) -> Path:
+    """``$TMPDIR/qwen-serve/engines/<replica>-rank<N>.log``, one file per rank of a replica."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", replica_id or "engine").strip("_")
+    return Path(tempfile.gettempdir()) / "qwen-serve" / "engines" / f"{safe}-rank{rank}.log"
 
 
 class EngineProcess:
@@ -44,12 +57,17 @@ class EngineProcess:
         *,
         rank: int,
         replica_id: str = "",
+        engine: str = "",
         tail_lines: int = 40,
+        log_path: Path | None = None,
     ):
         self.argv = list(argv)
         self.env = dict(env)
         self.rank = rank
         self.replica_id = replica_id
+        self.engine = engine or Path(self.argv[0]).name
+        self.log_path = log_path or engine_log_path(replica_id, rank)
+        self._log: IO[str] | None = None
         self._tail: deque[str] = deque(maxlen=tail_lines)
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -58,6 +76,8 @@ class EngineProcess:
     def start(self) -> int:
         if self._proc is not None:
             raise RuntimeError("engine process already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("a", buffering=1)  # line-buffered: readable while it runs
         self._proc = subprocess.Popen(
             self.argv,
             env={**os.environ, **self.env},
@@ -113,9 +133,13 @@ class EngineProcess:
     def tail(self) -> list[str]:
         return list(self._tail)
 
+    def failure(self, what: str = "exited") -> EngineFailure:
+        if self._reader is not None and self.returncode() is not None:
+            self._reader.join(timeout=1.0)  # the last lines a dying process wrote
+        return EngineFailure(self.engine, self.rank, what, self.returncode(), self.tail(), str(self.log_path))
+
     def describe_exit(self) -> str:
-        lines = "\n".join(self.tail()) or "(no output)"
-        return f"engine rank {self.rank} exited with code {self.returncode()}; last lines:\n{lines}"
+        return self.failure().render()
 
     def _pump(self) -> None:
         assert self._proc is not None
@@ -126,7 +150,11 @@ class EngineProcess:
             if not line:
                 continue
             self._tail.append(line)
+            if self._log is not None:
+                self._log.write(line + "\n")
             logger.info("%s", line, extra=extra)
+        if self._log is not None:
+            self._log.close()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -43,9 +43,10 @@ def where_am_i() -> tuple[str, str, list[str]]:
 class RankWorker:
     """Plain class; :func:`rank_worker_cls` makes it a Ray actor. Testable without Ray."""
 
-    def __init__(self, rank: int, replica_id: str, log_level: str = "INFO", log_json: bool = True):
+    def __init__(self, rank: int, replica_id: str, log_level: str = "INFO", log_json: bool = True, engine: str = ""):
         configure_logging(log_level, json_logs=log_json)
         self.rank = rank
+        self.engine = engine
         self.replica_id = replica_id
         self._proc: EngineProcess | None = None
         self._env: dict[str, str] = {}
@@ -58,7 +59,7 @@ class RankWorker:
     def start(self, argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
         _, _, gpus = where_am_i()
         self._env = {**env, **cuda_visible_devices(gpus)}
-        self._proc = EngineProcess(argv, self._env, rank=self.rank, replica_id=self.replica_id)
+        self._proc = EngineProcess(argv, self._env, rank=self.rank, replica_id=self.replica_id, engine=self.engine)
         self._proc.start()
         return self.info()
 
@@ -66,7 +67,9 @@ class RankWorker:
         return self._proc is not None and self._proc.alive()
 
     def exit_report(self) -> str:
-        return self._proc.describe_exit() if self._proc else f"engine rank {self.rank} never started"
+        if self._proc is None:
+            return f"engine {self.engine} rank {self.rank} was never started"
+        return self._proc.failure("exited").render()
 
     def stop(self, grace_s: float) -> int | None:
         return self._proc.stop(grace_s) if self._proc else None
