@@ -15,12 +15,12 @@ from serving.config import Settings, load_settings, settings_to_wire
 
 
 def build_app(settings: Settings) -> Application:
-    from serving.gateway.deployment import Gateway, gateway_deployment_options
+    from serving.gateway.deployment import GatewayIngress, gateway_deployment_options
     from serving.replica.deployment import EngineReplica, engine_deployment_options
 
     wire = settings_to_wire(settings)
     engines = EngineReplica.options(**engine_deployment_options(settings)).bind(wire)  # type: ignore[attr-defined]
-    return Gateway.options(**gateway_deployment_options(settings)).bind(wire, engines)  # type: ignore[attr-defined]
+    return GatewayIngress.options(**gateway_deployment_options(settings)).bind(wire, engines)  # type: ignore[attr-defined]
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -28,6 +28,9 @@ class Endpoint:
     engine: str  # EngineKind value
     load: float = 0.0  # running + queued requests, from the engine's /metrics
     draining: bool = False
+    # the field this engine puts reasoning text in (vLLM: "reasoning"); the gateway renames it to
+    # "reasoning_content", so it needs no knowledge of engines beyond this record
+    reasoning_field: str = "reasoning_content"
     updated_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:

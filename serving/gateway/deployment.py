@@ -63,7 +63,9 @@ class WakeOnEmpty:
 
 @serve.deployment
 @serve.ingress()
-class Gateway:
+class GatewayIngress:
+    """The Serve deployment (named ``gateway``); the ASGI app it serves is :class:`serving.gateway.app.Gateway`'s."""
+
     def __init__(self, wire_settings: dict[str, Any], engines: Any = None) -> None:
         self.settings = settings_from_wire(wire_settings)
         self.engines = engines  # keeps the engine deployment in this application; never called per token

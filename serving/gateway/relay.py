@@ -8,25 +8,26 @@ through unchanged. Only the usage chunk is parsed as JSON, once per request. The
 asked for usage (``stream_options.include_usage``) so token metrics and limits are exact; the
 usage-only chunk is dropped again when the client did not ask for it.
 
-A client that disconnects cancels the relay, which closes the engine connection: the engine sees
-the abort. The disconnect is seen either as ``http.disconnect`` from ``receive`` (uvicorn, Ray
-direct ingress) or as a cancellation of the ASGI call (Ray's proxy).
+A client that disconnects cancels the request's task (``asgi.DisconnectGuard`` on
+``http.disconnect`` from uvicorn or Ray's direct ingress, or the server cancelling the ASGI call,
+as Ray's proxy does); the caller then closes the engine connection, and the engine aborts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import Receive, Send
+from starlette.types import Send
 
-from serving.gateway.engine_client import EngineConnectionError, EngineResponse
+from serving.gateway.engine_client import EngineConnectionError
 from serving.gateway.errors import ApiError
-from serving.registry import Endpoint
+
+if TYPE_CHECKING:
+    from serving.gateway.upstream import Upstream
 
 DONE = b"data: [DONE]"
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
@@ -50,16 +51,6 @@ class Usage:
         if not isinstance(u, dict):
             return cls()
         return cls(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-
-
-@dataclass
-class Upstream:
-    """An engine response whose status was 200, with its first bytes already read."""
-
-    endpoint: Endpoint
-    response: EngineResponse
-    chunks: AsyncIterator[bytes]  # the rest of the body, after ``first``
-    first: bytes
 
 
 @dataclass
@@ -167,60 +158,21 @@ class SseRewriter:
 
 
 class Relay:
-    """Streams one engine response to the client as raw ASGI messages; stops (and closes the
-    engine request) as soon as the client disconnects. ``on_done`` runs exactly once."""
+    """Streams one engine response to the client as raw ASGI messages. The caller owns the
+    engine connection (closing it) and the request's outcome; a client disconnect arrives here as
+    a cancellation (``DisconnectGuard`` or the server)."""
 
-    __slots__ = ("on_done", "request_id", "rewriter", "sent_all", "t0", "upstream")
+    __slots__ = ("request_id", "rewriter", "t0", "upstream")
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        rewriter: SseRewriter,
-        *,
-        t0: float,
-        on_done: Callable[[], Any],
-        request_id: str | None,
-    ) -> None:
+    def __init__(self, upstream: Upstream, rewriter: SseRewriter, *, t0: float, request_id: str | None) -> None:
         self.upstream = upstream
         self.rewriter = rewriter
         self.t0 = t0
-        self.on_done = on_done
         self.request_id = request_id
-        self.sent_all = False  # set before the last body message: a disconnect after it is normal
 
-    async def run(self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
-        stats = self.rewriter.stats
-        task = asyncio.current_task()
-        assert task is not None
-        ours = False  # did our watcher cancel the relay (vs. the server cancelling the call)?
-
-        async def watch_disconnect() -> None:
-            nonlocal ours
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not self.sent_all:
-                        stats.disconnected = ours = True
-                        task.cancel()
-                    return
-
-        watcher = asyncio.ensure_future(watch_disconnect())
-        try:
-            await self._relay(send, headers)
-        except asyncio.CancelledError:
-            if not self.sent_all:
-                stats.disconnected = True  # the server cancelled the call: its client went away
-            if not ours:
-                raise
-            task.uncancel()
-        finally:
-            watcher.cancel()
-            try:
-                await asyncio.shield(self.upstream.response.close())  # closing the socket aborts the engine request
-            finally:
-                self.on_done()
-
-    async def _relay(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    async def run(self, send: Send, headers: list[tuple[bytes, bytes]], on_last: Callable[[], Any]) -> None:
+        """Relay to the end; ``on_last`` runs just before the last body message (from then on a
+        disconnect is an ordinary end)."""
         stats = self.rewriter.stats
         feed = self.rewriter.feed
         gaps = stats.gaps_s
@@ -256,5 +208,5 @@ class Relay:
             err = ApiError(502, "engine stream failed before completion; the response is incomplete",
                            code="engine_stream_error")  # fmt: skip
             await send({"type": "http.response.body", "body": err.sse_event(self.request_id), "more_body": True})
-        self.sent_all = True
+        on_last()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,8 +1,10 @@
 """Routing policies: a registry of classes behind one async ``choose(ctx, endpoints)``.
 
-Load is what this gateway has outstanding on each endpoint (exact, updated per request), or the
-engine's own running + queued count from the registry when that is higher (other gateway
-replicas share the engine). Policies never see draining endpoints; the caller filters them.
+Load is what this gateway has outstanding on each endpoint (exact: the dispatcher calls the
+router's ``dispatched`` / ``completed`` hooks around every engine request, so per-endpoint load
+lives here and nowhere else), or the engine's own running + queued count from the registry when
+that is higher (other gateway replicas share the engine). Policies never see draining endpoints;
+the caller filters them.
 """
 
 from __future__ import annotations
@@ -55,13 +57,24 @@ class Router:
 
     name: ClassVar[RoutingPolicy]
 
-    def __init__(self, cfg: RoutingSettings, outstanding: Outstanding, rng: random.Random | None = None):
+    def __init__(self, cfg: RoutingSettings, outstanding: Outstanding | None = None, rng: random.Random | None = None):
         self.cfg = cfg
-        self.outstanding = outstanding
+        self.outstanding = outstanding if outstanding is not None else Outstanding()
         self.rng = rng or random.Random()  # noqa: S311  # load balancing, not cryptography
 
     async def choose(self, ctx: RequestContext, endpoints: Sequence[Endpoint]) -> Endpoint:
         raise NotImplementedError
+
+    def dispatched(self, ep: Endpoint) -> None:
+        """A request was sent to ``ep``; every call is matched by one ``completed``."""
+        self.outstanding.inc(ep.url)
+
+    def completed(self, ep: Endpoint) -> None:
+        """A request sent to ``ep`` ended (answered, failed, or aborted)."""
+        self.outstanding.dec(ep.url)
+
+    def load(self, ep: Endpoint) -> float:
+        return self.outstanding.load(ep)
 
     def least_loaded(self, endpoints: Sequence[Endpoint]) -> Endpoint:
         """Power of two choices: two distinct random candidates, the less loaded wins."""
@@ -120,7 +133,7 @@ class SessionAffinityRouter(_AffinityRouter):
 class RoundRobinRouter(Router):
     name = RoutingPolicy.ROUND_ROBIN
 
-    def __init__(self, cfg: RoutingSettings, outstanding: Outstanding, rng: random.Random | None = None):
+    def __init__(self, cfg: RoutingSettings, outstanding: Outstanding | None = None, rng: random.Random | None = None):
         super().__init__(cfg, outstanding, rng)
         self._counter = itertools.count()
 
@@ -134,7 +147,9 @@ ROUTERS: dict[RoutingPolicy, type[Router]] = {
 }
 
 
-def make_router(cfg: RoutingSettings, outstanding: Outstanding, rng: random.Random | None = None) -> Router:
+def make_router(
+    cfg: RoutingSettings, outstanding: Outstanding | None = None, rng: random.Random | None = None
+) -> Router:
     return ROUTERS[cfg.policy](cfg, outstanding, rng)
 
 

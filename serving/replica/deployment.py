@@ -90,6 +90,7 @@ class EngineReplica:
             url=self.instance.url,
             model=str(self.settings.model.served_name),
             engine=self.settings.engine.kind.value,
+            reasoning_field=self.instance.engine.reasoning_field,
             load=self._load,
             draining=self._draining,
         )

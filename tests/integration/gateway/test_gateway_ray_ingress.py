@@ -24,7 +24,7 @@ def test_gateway_ingress_serves_engines_from_the_registry(start_engine):
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    from serving.gateway.deployment import Gateway, gateway_deployment_options
+    from serving.gateway.deployment import GatewayIngress, gateway_deployment_options
     from serving.registry import registry_actor
 
     sim = start_engine("sim-ray", SIM)
@@ -35,7 +35,7 @@ def test_gateway_ingress_serves_engines_from_the_registry(start_engine):
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         opts = gateway_deployment_options(settings)
-        serve.run(Gateway.options(**opts).bind(settings_to_wire(settings)), name="gw", route_prefix="/")
+        serve.run(GatewayIngress.options(**opts).bind(settings_to_wire(settings)), name="gw", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/health", timeout=30).status_code == 200
         assert httpx.get(url + "/ready", timeout=30).status_code == 503  # nothing registered yet

@@ -103,7 +103,11 @@ class Rig:
 
 
 def endpoint(host: str, engine: str = "sglang", model: str = MODEL) -> Endpoint:
-    return Endpoint(replica_id=host, url=f"http://{host}:30000", model=model, engine=engine)
+    """The record a replica of ``engine`` would publish (reasoning field included)."""
+    from serving.engines import get_engine
+
+    field = get_engine(engine).reasoning_field
+    return Endpoint(replica_id=host, url=f"http://{host}:30000", model=model, engine=engine, reasoning_field=field)
 
 
 @pytest.fixture
