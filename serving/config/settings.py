@@ -163,6 +163,9 @@ class LimitSettings(Section):
     requests_per_min: int | None = Field(None, ge=1, description="per API key")
     tokens_per_min: int | None = Field(None, ge=1, description="per API key: prompt + completion tokens")
     max_in_flight: int = Field(1024, ge=1, description="per gateway replica; beyond it: 503 + Retry-After")
+    max_queued: int = Field(
+        256, ge=0, description="per gateway replica and model: requests held while engines start; beyond it 503"
+    )
 
 
 class IngressPath(StrEnum):
@@ -200,6 +203,9 @@ class AutoscalingSettings(Section):
     downscale_delay_s: float = Field(600.0, ge=0)
     metrics_interval_s: float = Field(2.0, gt=0)
     look_back_period_s: float = Field(10.0, gt=0)
+    cold_start_wait_s: float = Field(
+        60.0, ge=0, description="min_replicas=0: the gateway holds requests this long while a replica starts"
+    )
 
 
 class ReplicaSettings(Section):

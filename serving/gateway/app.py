@@ -61,6 +61,7 @@ from serving.registry import Endpoint, EndpointSource
 log = logging.getLogger("serving.gateway")
 
 REASONING_CONTENT = "reasoning_content"
+COLD_START_POLL_S = 0.2  # how often a held request looks for an engine (the registry is read ~1/s)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,11 @@ class Gateway:
         self.dispatcher = Dispatcher(client, self.router, self.metrics, policy=settings.routing.policy.value,
                                      retry=settings.routing.retry_before_first_byte)  # fmt: skip
         self.session_header = settings.routing.session_header.lower().encode("latin-1")
+        # Scale to zero: hold requests while a replica starts, if the source can wake the engines.
+        a = settings.autoscaling
+        wakes = bool(getattr(endpoints, "wakes_from_zero", False))
+        self.cold_start_wait_s = a.cold_start_wait_s if wakes and a.min_replicas == 0 else 0.0
+        self.cold_waiting = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def shutdown(self) -> None:
@@ -216,9 +222,7 @@ class Gateway:
         if req.model not in self._known_models(live):
             raise ApiError(404, f"model {req.model!r} is not served here; see GET /v1/models",
                            code="model_not_found", param="model")  # fmt: skip
-        candidates = [e for e in live if e.model == req.model]
-        if not candidates:
-            raise ApiError(503, f"no engine is ready for model {req.model!r}", code="no_engine", retry_after_s=2)
+        candidates = [e for e in live if e.model == req.model] or await self._cold_start(req.model)
         if self.ledger.in_flight >= self.limits.max_in_flight:
             raise ApiError(503, "gateway at capacity", code="overloaded", retry_after_s=1)
         estimate = estimate_prompt_tokens(len(raw))
@@ -273,6 +277,32 @@ class Gateway:
             if upstream is not None:
                 await upstream.close()  # before the last byte: drops the connection, the engine aborts
             entry.finish(status)
+
+    async def _cold_start(self, model: str) -> list[Endpoint]:
+        """No engine serves ``model`` yet: hold the request (at most ``limits.max_queued`` of them)
+        for up to ``autoscaling.cold_start_wait_s`` while the endpoint source wakes the engine
+        deployment; 503 + Retry-After past either bound."""
+        wait_s = self.cold_start_wait_s
+        if wait_s <= 0 or self.cold_waiting >= self.limits.max_queued:
+            why = "" if wait_s <= 0 else f" and {self.cold_waiting} requests already wait for one"
+            raise ApiError(503, f"no engine is ready for model {model!r}{why}", code="no_engine", retry_after_s=2)
+        m = self.metrics
+        self.cold_waiting += 1
+        m.queued.labels("cold_start").inc()
+        t0 = time.perf_counter()
+        try:
+            while True:
+                await asyncio.sleep(COLD_START_POLL_S)
+                found = [e for e in await self._live() if e.model == model]
+                if found:
+                    m.queue_wait.labels(model, "cold_start").observe(time.perf_counter() - t0)
+                    return found
+                if time.perf_counter() - t0 >= wait_s:
+                    raise ApiError(503, f"no engine became ready for model {model!r} within {wait_s:g}s",
+                                   code="no_engine", retry_after_s=max(2.0, wait_s / 4))  # fmt: skip
+        finally:
+            self.cold_waiting -= 1
+            m.queued.labels("cold_start").dec()
 
     @staticmethod
     def _whole_answer(entry: Entry, content: bytes, rename: bytes | None, t0: float) -> bytes:

@@ -45,8 +45,11 @@ def gateway_deployment_options(settings: Settings) -> dict[str, Any]:
 
 class WakeOnEmpty:
     """Endpoints that wake a deployment scaled to zero: when no engine is registered, one cheap
-    handle call (``info``) makes Serve start a replica (its cold-start path); the request itself
-    gets 503 + Retry-After meanwhile. At most one wake-up per ``every_s``."""
+    handle call (``info``) makes Serve start a replica (its cold-start path). The gateway holds
+    requests meanwhile (``autoscaling.cold_start_wait_s``, ``wakes_from_zero``). At most one
+    wake-up per ``every_s``."""
+
+    wakes_from_zero = True
 
     def __init__(self, inner: EndpointSource, engines: Any, every_s: float = 5.0) -> None:
         self.inner, self.engines, self.every_s = inner, engines, every_s

@@ -43,6 +43,11 @@ class GatewayMetrics:
         self.routed = Counter(
             f"{prefix}_routed_requests", "Requests sent to each engine endpoint", ["endpoint", "policy"], registry=r
         )
+        self.queue_wait = Histogram(
+            f"{prefix}_queue_wait_seconds", "Time a request waited in the gateway before dispatch, by reason",
+            ["model", "reason"], buckets=_LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.queued = Gauge(f"{prefix}_requests_queued", "Requests waiting in the gateway", ["reason"], registry=r)
         self.client_disconnects = Counter(
             f"{prefix}_client_disconnects", "Streams the client closed before the end", ["model"], registry=r
         )
