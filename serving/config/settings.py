@@ -150,8 +150,13 @@ class MemorySettings(Section):
 
 class ApiKeySettings(Section):
     keys: list[SecretStr] = Field(default_factory=list, description="API keys given inline or by env (JSON list)")
-    file: Path | None = Field(None, description="file with one key per line, e.g. a mounted Kubernetes Secret")
+    file: Path | None = Field(
+        None,
+        description="tenants file (YAML: key digests → tenant, weight, priority, limits) or one key per line; "
+        "re-read when it changes, e.g. a mounted Kubernetes Secret",
+    )
     required: bool = Field(False, description="refuse requests without a valid key")
+    reload_s: float = Field(10.0, gt=0, description="how often the file is checked for changes")
 
 
 class LimitSettings(Section):

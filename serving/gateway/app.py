@@ -226,7 +226,8 @@ class Gateway:
         if self.ledger.in_flight >= self.limits.max_in_flight:
             raise ApiError(503, "gateway at capacity", code="overloaded", retry_after_s=1)
         estimate = estimate_prompt_tokens(len(raw))
-        self.ledger.admit(who, estimate)
+        tenant = self.keys.tenant(who)
+        self.ledger.admit(tenant, estimate)
 
         thinking = apply_presets(body, self.settings, chat=chat)
         client_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
@@ -239,12 +240,13 @@ class Gateway:
         )
         rid = incoming.request_id
         parent = PROPAGATOR.extract(carrier=incoming.trace_carrier()) if b"traceparent" in incoming.headers else None
-        entry = self.ledger.open(path, req.model, who, estimate, t0, parent=parent, attributes={
+        entry = self.ledger.open(path, req.model, tenant.id, estimate, t0, parent=parent, attributes={
             "gen_ai.request.model": req.model,
             "gen_ai.request.stream": bool(req.stream),
             "qwen_serve.thinking": thinking,
             "qwen_serve.request_id": rid,
             "qwen_serve.routing_policy": self.settings.routing.policy.value,
+            "qwen_serve.tenant": tenant.name,
         })  # fmt: skip
         incoming.entered = True
         headers = dict(self.upstream_headers)

@@ -1,48 +1,206 @@
 """API keys and per-key limits.
 
 Keys come from ``gateway.api_keys.keys`` (inline or env as a JSON list) and
-``gateway.api_keys.file`` (one key per line, ``#`` comments; a mounted Kubernetes Secret). Only
-SHA-256 digests are kept in memory and compared with ``hmac.compare_digest``. Auth is on when any
-key is configured or ``api_keys.required`` is set. Limits are token buckets per key digest
-(``anonymous`` when auth is off): requests/min and tokens/min; tokens are estimated from the
-prompt before the request and settled from the engine's usage afterwards.
+``gateway.api_keys.file``: a tenants file (key digests → tenant with weight, priority class and
+limits; see :func:`parse_tenants`) or one key per line, ``#`` comments. The file is re-read when it
+changes (a rotated Kubernetes Secret swaps a symlink). Only SHA-256 digests are kept in memory and
+compared with ``hmac.compare_digest``. Auth is on when any key or a file is configured, or
+``api_keys.required`` is set. Limits are token buckets per tenant (per key digest for plain keys,
+``anonymous`` when auth is off): requests/min and tokens/min; tokens are estimated from the prompt
+before the request and settled from the engine's usage afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from serving.config.settings import ApiKeySettings, LimitSettings
 from serving.gateway.errors import ApiError
+
+log = logging.getLogger("serving.gateway.auth")
+
+_HEX_DIGEST = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 
 
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def load_key_digests(cfg: ApiKeySettings) -> list[str]:
-    keys = [k.get_secret_value().strip() for k in cfg.keys]
-    if cfg.file is not None:
+class Priority(StrEnum):
+    INTERACTIVE = "interactive"  # served before batch when engines are saturated
+    BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """Who a key belongs to, with its share of saturated engines and its own limits (None: the
+    gateway's ``gateway.limits``). ``id`` is the rate-limit identity."""
+
+    id: str
+    name: str
+    weight: float = 1.0
+    priority: Priority = Priority.INTERACTIVE
+    requests_per_min: int | None = None
+    tokens_per_min: int | None = None
+
+
+ANONYMOUS = Tenant("anonymous", "anonymous")
+
+
+def _plain_key_tenant(d: str) -> Tenant:
+    return Tenant(d, f"key-{d[:8]}")  # a digest prefix names it in logs; never the key
+
+
+def parse_tenants(text: str, source: str) -> dict[str, Tenant]:
+    """Key digest → tenant, from a tenants file or a plain key list.
+
+    Tenants file (YAML)::
+
+        tenants:
+          - name: acme            # required, unique
+            weight: 4             # share of saturated engines (default 1)
+            priority: interactive # interactive | batch (default interactive)
+            requests_per_min: 600 # optional: overrides gateway.limits for this tenant
+            tokens_per_min: 200000
+            keys: [sha256:<64 hex digits of SHA-256(key)>, ...]   # digests only: no key in the file
+
+    Anything else is a plain key list: one key per line, ``#`` starts a comment; each key is its
+    own tenant (weight 1, interactive)."""
+    data: Any = None
+    if "tenants:" in text:
         try:
-            text = cfg.file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"gateway.api_keys.file: cannot read {cfg.file}: {exc.strerror}") from None
-        keys += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    return sorted({digest(k) for k in keys if k})
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{source}: not a valid tenants file: {exc}") from None
+    if not (isinstance(data, dict) and "tenants" in data):
+        keys = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        return {d: _plain_key_tenant(d) for d in (digest(k) for k in keys)}
+    out: dict[str, Tenant] = {}
+    names: set[str] = set()
+    for i, t in enumerate(data.get("tenants") or []):
+        where = f"{source}: tenants[{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
+            raise ValueError(f"{where}: each tenant needs a name")
+        name = t["name"]
+        if name in names:
+            raise ValueError(f"{where}: tenant {name!r} appears twice")
+        names.add(name)
+        unknown = set(t) - {"name", "weight", "priority", "requests_per_min", "tokens_per_min", "keys"}
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+        try:
+            tenant = Tenant(
+                f"tenant:{name}", name, float(t.get("weight", 1.0)), Priority(t.get("priority", "interactive")),
+                _opt_int(t.get("requests_per_min")), _opt_int(t.get("tokens_per_min")),
+            )  # fmt: skip
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where} ({name}): {exc}") from None
+        if tenant.weight <= 0:
+            raise ValueError(f"{where} ({name}): weight must be > 0")
+        for k in t.get("keys") or []:
+            m = _HEX_DIGEST.match(str(k).strip().lower())
+            if m is None:
+                raise ValueError(f"{where} ({name}): keys are SHA-256 digests (64 hex digits, optionally 'sha256:')")
+            out[m.group(1)] = tenant
+    return out
+
+
+def _opt_int(v: Any) -> int | None:
+    if v is None:
+        return None
+    n = int(v)
+    if n < 1:
+        raise ValueError("limits must be ≥ 1")
+    return n
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"gateway.api_keys.file: cannot read {path}: {exc.strerror}") from None
+
+
+def _signature(path: Path) -> tuple[str, int, int, int]:
+    """Changes whenever the content may have: a rotated Kubernetes Secret swaps a symlink (new
+    real path and inode); an edited file gets a new mtime or size."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def load_key_digests(cfg: ApiKeySettings) -> list[str]:
+    return sorted(_load(cfg))
+
+
+def _load(cfg: ApiKeySettings) -> dict[str, Tenant]:
+    inline = [k.get_secret_value().strip() for k in cfg.keys]
+    found = {d: _plain_key_tenant(d) for d in (digest(k) for k in inline if k)}
+    if cfg.file is not None:
+        found.update(parse_tenants(_read(cfg.file), str(cfg.file)))
+    return found
 
 
 class KeyStore:
-    def __init__(self, cfg: ApiKeySettings) -> None:
-        self._digests = load_key_digests(cfg)
-        self.enabled = bool(self._digests) or cfg.required
+    """Key digests → tenants. The file is re-read when it changed (checked at most every
+    ``api_keys.reload_s``, on the request path): a revoked key is refused from then on. A file that
+    cannot be read or parsed keeps the previous keys (and says so in the log, never with a key)."""
+
+    def __init__(self, cfg: ApiKeySettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cfg = cfg
+        self._clock = clock
+        self._tenants = _load(cfg)
+        self._digests = sorted(self._tenants)
+        self.enabled = bool(self._digests) or cfg.required or cfg.file is not None
+        self._sig = self._file_signature()
+        self._checked = clock()
+
+    def _file_signature(self) -> tuple[str, int, int, int] | None:
+        if self._cfg.file is None:
+            return None
+        try:
+            return _signature(self._cfg.file)
+        except OSError:
+            return None
+
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Re-read the file if it changed; True when the key set was replaced."""
+        now = self._clock()
+        if self._cfg.file is None or (not force and now - self._checked < self._cfg.reload_s):
+            return False
+        self._checked = now
+        sig = self._file_signature()
+        if sig is None or sig == self._sig:
+            return False
+        try:
+            tenants = _load(self._cfg)
+        except ValueError as exc:
+            log.warning("keeping the previous keys: %s", exc)
+            return False
+        self._sig = sig
+        self._tenants = tenants
+        self._digests = sorted(tenants)
+        log.info("api keys reloaded from %s: %d keys, %d tenants", self._cfg.file, len(tenants),
+                 len({t.id for t in tenants.values()}))  # fmt: skip
+        return True
 
     def authenticate(self, authorization: str | None) -> str:
-        """The key's digest (the rate-limit identity), or ApiError 401."""
+        """The key's digest, or ApiError 401."""
         if not self.enabled:
             return "anonymous"
+        self.reload_if_changed()
         if not authorization:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
         scheme, _, token = authorization.partition(" ")
@@ -56,6 +214,10 @@ class KeyStore:
         if not found:
             raise ApiError(401, "invalid API key", code="invalid_api_key")
         return d
+
+    def tenant(self, who: str) -> Tenant:
+        """The tenant of an authenticated digest (``anonymous`` when auth is off)."""
+        return self._tenants.get(who, ANONYMOUS)
 
 
 class TokenBucket:
@@ -94,16 +256,23 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.rpm is not None or self.tpm is not None
 
-    def admit(self, who: str, estimated_tokens: int) -> None:
-        """Take one request and the token estimate, or raise 429 with Retry-After."""
+    def admit(self, who: str, estimated_tokens: int, rpm: int | None = None, tpm: int | None = None) -> None:
+        """Take one request and the token estimate, or raise 429 with Retry-After. ``rpm`` /
+        ``tpm`` replace the gateway's limits for this identity (a tenant's own)."""
         waits: list[tuple[float, str]] = []
         rb = tb = None
-        if self.rpm is not None:
-            rb = self._req.setdefault(who, TokenBucket(self.rpm, self.clock))
-            waits.append((rb.wait_s(1), f"requests per minute ({self.rpm})"))
-        if self.tpm is not None:
-            tb = self._tok.setdefault(who, TokenBucket(self.tpm, self.clock))
-            waits.append((tb.wait_s(estimated_tokens), f"tokens per minute ({self.tpm})"))
+        rpm = rpm if rpm is not None else self.rpm
+        tpm = tpm if tpm is not None else self.tpm
+        if rpm is not None:
+            rb = self._req.get(who)
+            if rb is None or rb.capacity != rpm:
+                rb = self._req[who] = TokenBucket(rpm, self.clock)
+            waits.append((rb.wait_s(1), f"requests per minute ({rpm})"))
+        if tpm is not None:
+            tb = self._tok.get(who)
+            if tb is None or tb.capacity != tpm:
+                tb = self._tok[who] = TokenBucket(tpm, self.clock)
+            waits.append((tb.wait_s(estimated_tokens), f"tokens per minute ({tpm})"))
         wait, what = max(waits, default=(0.0, ""))
         if wait > 0:
             raise ApiError(429, f"rate limit reached: {what}", code="rate_limit_exceeded", retry_after_s=wait)

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from serving.gateway.auth import RateLimiter
+from serving.gateway.auth import RateLimiter, Tenant
 from serving.gateway.errors import ApiError
 from serving.gateway.relay import StreamStats, Usage
 from serving.observability.metrics import GatewayMetrics
@@ -33,9 +33,9 @@ class Ledger:
         self.in_flight = 0
         metrics.in_flight.set_function(lambda: self.in_flight)
 
-    def admit(self, who: str, estimate: int) -> None:
-        """The caller's rate limits: take one request and the token estimate, or raise 429."""
-        self.limiter.admit(who, estimate)
+    def admit(self, tenant: Tenant, estimate: int) -> None:
+        """The tenant's rate limits: take one request and the token estimate, or raise 429."""
+        self.limiter.admit(tenant.id, estimate, tenant.requests_per_min, tenant.tokens_per_min)
 
     def open(
         self, route: str, model: str, who: str, estimate: int, t0: float, *,
