@@ -31,6 +31,7 @@ class Endpoint:
     # the field this engine puts reasoning text in (vLLM: "reasoning"); the gateway renames it to
     # "reasoning_content", so it needs no knowledge of engines beyond this record
     reasoning_field: str = "reasoning_content"
+    capacity: float = 0.0  # requests the engine runs at once (--max-running-requests); 0 = unknown
     updated_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:

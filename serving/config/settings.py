@@ -169,7 +169,11 @@ class LimitSettings(Section):
     tokens_per_min: int | None = Field(None, ge=1, description="per API key: prompt + completion tokens")
     max_in_flight: int = Field(1024, ge=1, description="per gateway replica; beyond it: 503 + Retry-After")
     max_queued: int = Field(
-        256, ge=0, description="per gateway replica and model: requests held while engines start; beyond it 503"
+        256, ge=0, description="per gateway replica and model: requests held while engines start or are saturated"
+    )
+    max_queue_wait_s: float = Field(30.0, gt=0, description="longest wait for saturated engines; then 503")
+    batch_max_load_ratio: float = Field(
+        0.75, gt=0, le=1, description="batch tenants fill engines only to this × capacity (room for interactive)"
     )
 
 

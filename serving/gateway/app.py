@@ -31,6 +31,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config.settings import Settings
+from serving.gateway.admission import Admission
 from serving.gateway.asgi import (
     ClientGone,
     DisconnectGuard,
@@ -129,6 +130,7 @@ class Gateway:
         self.dispatcher = Dispatcher(client, self.router, self.metrics, policy=settings.routing.policy.value,
                                      retry=settings.routing.retry_before_first_byte)  # fmt: skip
         self.session_header = settings.routing.session_header.lower().encode("latin-1")
+        self.admission = Admission(g.limits, self.router, self.metrics, self._model_endpoints)
         # Scale to zero: hold requests while a replica starts, if the source can wake the engines.
         a = settings.autoscaling
         wakes = bool(getattr(endpoints, "wakes_from_zero", False))
@@ -154,6 +156,9 @@ class Gateway:
         except Exception as exc:  # the registry being unreachable is an outage, not a bug
             log.warning("endpoint source failed: %s", exc)
             raise ApiError(503, "engine registry unavailable", code="registry_unavailable", retry_after_s=2) from None
+
+    async def _model_endpoints(self, model: str) -> list[Endpoint]:
+        return [e for e in await self._live() if e.model == model]
 
     def _known_models(self, live: Sequence[Endpoint]) -> list[str]:
         return sorted({self.served_model, *(e.model for e in live)})
@@ -222,7 +227,7 @@ class Gateway:
         if req.model not in self._known_models(live):
             raise ApiError(404, f"model {req.model!r} is not served here; see GET /v1/models",
                            code="model_not_found", param="model")  # fmt: skip
-        candidates = [e for e in live if e.model == req.model] or await self._cold_start(req.model)
+        candidates: Sequence[Endpoint] = [e for e in live if e.model == req.model] or await self._cold_start(req.model)
         if self.ledger.in_flight >= self.limits.max_in_flight:
             raise ApiError(503, "gateway at capacity", code="overloaded", retry_after_s=1)
         estimate = estimate_prompt_tokens(len(raw))
@@ -255,6 +260,7 @@ class Gateway:
         status = 500
         upstream: Upstream | None = None
         try:
+            candidates = await self.admission.admit(req.model, tenant, candidates)
             upstream = await self.dispatcher.open(ctx, candidates, path, dumps(body), headers, stream=bool(req.stream))
             entry.engine(upstream.endpoint)
             field = upstream.endpoint.reasoning_field
@@ -278,6 +284,7 @@ class Gateway:
         finally:
             if upstream is not None:
                 await upstream.close()  # before the last byte: drops the connection, the engine aborts
+                self.admission.poke()
             entry.finish(status)
 
     async def _cold_start(self, model: str) -> list[Endpoint]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ray import serve
 
-from serving.config import Settings, settings_from_wire
+from serving.config import Settings, resolved_max_running, settings_from_wire
 from serving.observability.logging import configure_logging
 from serving.registry import Endpoint, registry_actor
 from serving.replica.autoscaling import ENGINE_LOAD_METRIC, POLICY_PATH
@@ -91,6 +91,7 @@ class EngineReplica:
             model=str(self.settings.model.served_name),
             engine=self.settings.engine.kind.value,
             reasoning_field=self.instance.engine.reasoning_field,
+            capacity=float(resolved_max_running(self.settings)),
             load=self._load,
             draining=self._draining,
         )
