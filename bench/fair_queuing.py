@@ -144,8 +144,10 @@ def main() -> None:
     for k in ("alone", "fifo", "fair"):
         r = out[k]
         ratio = r.get("light_ttft_p50_vs_alone", 1.0)
-        print(f"| {k} | {r['light_ttft_p50_s']:.3f} | {ratio} | {r['light_ttft_p90_s']:.3f} | "
-              f"{r['light_requests']} | {r['batch_requests']} | {len(r['errors'])} |")
+        print(
+            f"| {k} | {r['light_ttft_p50_s']:.3f} | {ratio} | {r['light_ttft_p90_s']:.3f} | "
+            f"{r['light_requests']} | {r['batch_requests']} | {len(r['errors'])} |"
+        )
 
 
 if __name__ == "__main__":
