@@ -131,3 +131,28 @@ async def test_disconnect_during_a_non_streamed_answer_aborts_the_engine_request
     assert engine.aborted.is_set()
     assert client.sent == []
     assert 'status="499"} 1.0' in app.state.gateway.metrics.render().decode()
+
+
+async def test_disconnect_while_queued_at_the_gateway_leaves_the_queue_without_reaching_an_engine():
+    class Waking:  # scaled to zero: the request is held in the gateway's cold-start queue
+        wakes_from_zero = True
+
+        def __init__(self) -> None:
+            self.asked = asyncio.Event()
+
+        async def endpoints(self) -> list:
+            self.asked.set()
+            return []
+
+    engine = StallingEngine(before_headers=True)
+    source = Waking()
+    settings = load_settings(overrides={"autoscaling": {"min_replicas": 0}}, env={})
+    app = create_app(settings, source, transport=engine)
+    client = Client({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    call = asyncio.ensure_future(app(scope(), client.receive, client.send))
+    await asyncio.wait_for(source.asked.wait(), 5)
+    client.leave()
+    await asyncio.wait_for(call, 5)
+    assert not engine.busy.is_set()
+    assert client.sent == []
+    assert 'qwen_serve_requests_queued{reason="cold_start"} 0.0' in app.state.gateway.metrics.render().decode()
