@@ -172,6 +172,8 @@ class LimitSettings(Section):
         256, ge=0, description="per gateway replica and model: requests held while engines start or are saturated"
     )
     max_queue_wait_s: float = Field(30.0, gt=0, description="longest wait for saturated engines; then 503")
+    shared: bool = Field(False, description="under Ray: rate limits shared by all gateway replicas (leased blocks)")
+    lease_fraction: float = Field(0.05, gt=0, le=1, description="shared limits: block leased per ask, × the limit")
     batch_max_load_ratio: float = Field(
         0.75, gt=0, le=1, description="batch tenants fill engines only to this × capacity (room for interactive)"
     )

@@ -53,6 +53,7 @@ from serving.gateway.presets import apply_presets
 from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, Usage
 from serving.gateway.routing import RequestContext, affinity_prefix, make_router
 from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits
+from serving.gateway.shared_limits import SharedRateLimiter
 from serving.gateway.upstream import Dispatcher, Upstream
 from serving.observability.logging import REQUEST_ID
 from serving.observability.metrics import GatewayMetrics
@@ -101,6 +102,7 @@ class Gateway:
         tracer_provider: TracerProvider | None = None,
         rng: random.Random | None = None,
         request_id_header: bool = True,
+        shared_limits: bool = False,
     ) -> None:
         self.settings = settings
         self.request_id_header = request_id_header
@@ -116,7 +118,8 @@ class Gateway:
         self.keys = KeyStore(g.api_keys)
         self.metrics = GatewayMetrics()
         self.tracer_provider = tracer_provider or make_tracer_provider(settings.telemetry)
-        self.ledger = Ledger(self.metrics, RateLimiter(g.limits), self.tracer_provider.get_tracer("serving.gateway"))
+        limiter = SharedRateLimiter(g.limits) if g.limits.shared and shared_limits else RateLimiter(g.limits)
+        self.ledger = Ledger(self.metrics, limiter, self.tracer_provider.get_tracer("serving.gateway"))
         self.router = make_router(settings.routing, rng=rng)
         self.upstream_headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if settings.engine.api_key is not None:
@@ -232,7 +235,7 @@ class Gateway:
             raise ApiError(503, "gateway at capacity", code="overloaded", retry_after_s=1)
         estimate = estimate_prompt_tokens(len(raw))
         tenant = self.keys.tenant(who)
-        self.ledger.admit(tenant, estimate)
+        await self.ledger.admit(tenant, estimate)
 
         thinking = apply_presets(body, self.settings, chat=chat)
         client_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
@@ -428,12 +431,15 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
     rng: random.Random | None = None,
     request_id_header: bool = True,
+    shared_limits: bool = False,
 ) -> FastAPI:
     """A new gateway app. ``transport`` replaces the network under the engine client (tests);
     ``tracer_provider`` replaces the one built from ``settings.telemetry``; ``request_id_header``
-    False when the server in front already sets ``x-request-id`` on responses (Ray Serve)."""
+    False when the server in front already sets ``x-request-id`` on responses (Ray Serve);
+    ``shared_limits`` True under Ray, where ``gateway.limits.shared`` leases rate-limit capacity
+    from one actor for all gateway replicas."""
     gw = Gateway(settings, endpoints, transport=transport, tracer_provider=tracer_provider, rng=rng,
-                 request_id_header=request_id_header)  # fmt: skip
+                 request_id_header=request_id_header, shared_limits=shared_limits)  # fmt: skip
     app = GatewayApp(
         gw,
         title="qwen-serve gateway",

@@ -78,4 +78,5 @@ class GatewayIngress:
     def __serve_build_asgi_app__(self) -> Any:
         # Serve's own RequestIdMiddleware (proxy and direct ingress) puts the id on the request, and
         # appends it to every response: ours would send the header twice.
-        return create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines), request_id_header=False)
+        return create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines), request_id_header=False,
+                          shared_limits=True)  # fmt: skip

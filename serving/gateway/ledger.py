@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from serving.gateway.auth import RateLimiter, Tenant
 from serving.gateway.errors import ApiError
 from serving.gateway.relay import StreamStats, Usage
+from serving.gateway.shared_limits import SharedRateLimiter
 from serving.observability.metrics import GatewayMetrics
 from serving.registry import Endpoint
 
@@ -33,9 +34,12 @@ class Ledger:
         self.in_flight = 0
         metrics.in_flight.set_function(lambda: self.in_flight)
 
-    def admit(self, tenant: Tenant, estimate: int) -> None:
+    async def admit(self, tenant: Tenant, estimate: int) -> None:
         """The tenant's rate limits: take one request and the token estimate, or raise 429."""
-        self.limiter.admit(tenant.id, estimate, tenant.requests_per_min, tenant.tokens_per_min)
+        if isinstance(self.limiter, SharedRateLimiter) and self.limiter.enabled_for(tenant):
+            await self.limiter.admit_shared(tenant.id, estimate, tenant.requests_per_min, tenant.tokens_per_min)
+        else:
+            self.limiter.admit(tenant.id, estimate, tenant.requests_per_min, tenant.tokens_per_min)
 
     def open(
         self, route: str, model: str, who: str, estimate: int, t0: float, *,
