@@ -179,19 +179,12 @@ class Gateway:
         incoming = Incoming.of(scope, rid)
         id_header = self.id_header(rid)
         guard: DisconnectGuard | None = None
-        started = False  # a response has begun: only the stream itself can report from here
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             schema, chat = self.generation[incoming.path]
             who = self.keys.authenticate(incoming.header(b"authorization"))
             raw = await read_body(incoming, receive, self.limits.max_body_bytes)
             guard = DisconnectGuard(receive)
-            await self._generate(incoming, who, raw, schema, chat, send_tracked, id_header, guard)
+            await self._generate(incoming, who, raw, schema, chat, send, id_header, guard)
         except ApiError as err:
             if guard is not None:
                 guard.done()
@@ -203,9 +196,11 @@ class Gateway:
         except asyncio.CancelledError:
             if guard is None or not guard.absorb():
                 raise  # the server cancelled the call; the ledger has recorded the request already
+            if not incoming.entered:  # left while waiting for an engine to start
+                self.ledger.refused(incoming.path, incoming.model, ApiError(499, "client left", code="client_closed"))
         except Exception:
             log.exception("unhandled error on %s", incoming.path)
-            if not started:
+            if not incoming.responding:  # after a response began, only the stream itself can report
                 if guard is not None:
                     guard.done()
                 await send_error(send, ApiError(500, "internal gateway error", code="internal_error"), rid, id_header)
@@ -268,6 +263,7 @@ class Gateway:
             entry.engine(upstream.endpoint)
             field = upstream.endpoint.reasoning_field
             rename = f'"{field}":'.encode() if field != REASONING_CONTENT else None
+            incoming.responding = True
             if req.stream:
                 rewriter = SseRewriter(entry.stats, keep_usage=client_usage, rename_reasoning=rename)
                 relay = Relay(upstream, rewriter, t0=t0, request_id=rid)

@@ -57,7 +57,7 @@ class Incoming:
     """What the generation path reads from an ASGI scope: the route path and the headers (the
     first value of each, names in lower-case bytes as ASGI gives them)."""
 
-    __slots__ = ("entered", "headers", "model", "path", "request_id")
+    __slots__ = ("entered", "headers", "model", "path", "request_id", "responding")
 
     def __init__(self, path: str, headers: dict[bytes, bytes], request_id: str) -> None:
         self.path = path
@@ -65,6 +65,7 @@ class Incoming:
         self.request_id = request_id
         self.model: str | None = None
         self.entered = False  # a ledger entry exists: it records the outcome, errors included
+        self.responding = False  # the response has begun (or is about to): no error response any more
 
     @classmethod
     def of(cls, scope: Scope, request_id: str) -> Incoming:
