@@ -224,9 +224,6 @@ class ReplicaSettings(Section):
     health_check_period_s: float = Field(10.0, gt=0)
     health_check_timeout_s: float = Field(30.0, gt=0)
     drain_grace_s: float = Field(30.0, ge=0, description="in-flight requests get this long on shutdown")
-    generate_check_every_s: float = Field(
-        30.0, gt=0, description="engines whose /health does not generate: one-token generation this often"
-    )
 
 
 class TelemetrySettings(Section):

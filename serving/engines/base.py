@@ -7,10 +7,8 @@ Contract:
 - The engine, once started, serves the OpenAI routes ``/v1/chat/completions``, ``/v1/completions``
   and ``/v1/models`` on rank 0 (SSE ``data: {...}`` lines when streaming, one JSON object otherwise,
   an OpenAI-shaped ``{"error": {...}}`` body with a 4xx/5xx status on failure).
-- ``health_path`` answers 200 when the engine is up; ``health_generates`` says whether that answer
-  already proves it can generate (SGLang: a 1-token generation). When it does not (llama.cpp,
-  vLLM), the replica's health check also asks for one token, rate-limited. ``metrics_path`` serves
-  Prometheus text from which ``parse_load`` reads running and queued requests.
+- ``health_path`` answers 200 only when the engine can generate; ``metrics_path`` serves Prometheus
+  text from which ``parse_load`` reads running and queued requests.
 - ``reasoning_field`` is the name the engine gives reasoning text; the gateway renames it to
   ``reasoning_content`` when it differs.
 """
@@ -99,7 +97,6 @@ class Engine(ABC):
     kind: ClassVar[EngineKind]
     reasoning_field: ClassVar[str] = "reasoning_content"
     health_path: ClassVar[str] = "/health"
-    health_generates: ClassVar[bool] = False
     metrics_path: ClassVar[str] = "/metrics"
     running_metric: ClassVar[str]
     queued_metric: ClassVar[str]

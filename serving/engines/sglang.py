@@ -63,7 +63,6 @@ def sglang_args(s: Settings, *, host: str, port: int) -> list[str]:
 
 class SGLangEngine(Engine):
     kind: ClassVar[EngineKind] = EngineKind.SGLANG
-    health_generates = True  # SGLang's /health runs a 1-token generation through the scheduler
     running_metric = "sglang:num_running_reqs"
     queued_metric = "sglang:num_queue_reqs"
     program: ClassVar[list[str]] = ["python", "-m", "sglang.launch_server"]

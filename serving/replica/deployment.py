@@ -15,18 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 from ray import serve
 
 from serving.config import Settings, resolved_max_running, settings_from_wire
 from serving.observability.logging import configure_logging
 from serving.registry import Endpoint, registry_actor
 from serving.replica.autoscaling import ENGINE_LOAD_METRIC, POLICY_PATH
-from serving.replica.instance import KILL_GRACE_S, EngineInstance, EngineUnhealthy
+from serving.replica.instance import KILL_GRACE_S, EngineInstance
 from serving.replica.placement import placement
 
 logger = logging.getLogger("qwen_serve.replica")
@@ -66,44 +63,6 @@ def engine_deployment_options(s: Settings) -> dict[str, Any]:
     }
 
 
-class GenerationProbe:
-    """Health that means "can generate" for engines whose health endpoint does not prove it
-    (llama.cpp, vLLM): one greedy one-token completion, at most once per ``every_s``; between
-    probes the last result stands. A failure raises :class:`EngineUnhealthy` with the reason."""
-
-    def __init__(
-        self, model: str, every_s: float, timeout_s: float, *,
-        client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
-        self.model, self.every_s, self.timeout_s, self.clock = model, every_s, timeout_s, clock
-        self.client = client or httpx.AsyncClient()
-        self._last = float("-inf")
-        self.probes = 0
-
-    async def check(self, url: str) -> None:
-        now = self.clock()
-        if now - self._last < self.every_s:
-            return
-        self.probes += 1
-        body = {"model": self.model, "prompt": "ping", "max_tokens": 1, "temperature": 0, "stream": False}
-        try:
-            r = await self.client.post(url + "/v1/completions", json=body, timeout=self.timeout_s)
-        except httpx.HTTPError as e:
-            raise EngineUnhealthy(f"one-token generation failed: {type(e).__name__} {e}") from e
-        if r.status_code != 200:
-            raise EngineUnhealthy(f"one-token generation answered {r.status_code}: {r.text[:200]}")
-        try:
-            ok = bool(r.json()["choices"])
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise EngineUnhealthy(f"one-token generation returned no choice: {r.text[:200]}")
-        self._last = now  # only a success postpones the next probe
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
 @serve.deployment
 class EngineReplica:
     # Ray actors (and Serve replicas) accept an async constructor.
@@ -114,10 +73,6 @@ class EngineReplica:
         ctx = serve.get_replica_context()
         self.replica_id = f"{ctx.app_name}/{ctx.deployment}#{ctx.replica_tag}"
         self.instance = EngineInstance(self.settings, self.replica_id)
-        r = self.settings.replica
-        self._probe = None if self.instance.engine.health_generates else GenerationProbe(
-            str(self.settings.model.served_name), r.generate_check_every_s, max(0.5, r.health_check_timeout_s * 0.8)
-        )  # fmt: skip
         self._load = 0.0
         self._draining = False
         self._healthy = True
@@ -152,8 +107,6 @@ class EngineReplica:
     async def check_health(self) -> None:
         try:
             await self.instance.check_health()
-            if self._probe is not None:
-                await self._probe.check(self.instance.url)
         except Exception as e:
             logger.warning("engine unhealthy: %s", e, extra={"replica_id": self.replica_id})
             self._healthy = False
@@ -185,8 +138,6 @@ class EngineReplica:
             logger.warning("drain grace over with %s request(s) in flight", left, extra={"replica_id": self.replica_id})
         await self._withdraw()
         await self.instance.shutdown()
-        if self._probe is not None:
-            await self._probe.aclose()
 
     async def _refresh_load(self) -> None:
         try:
