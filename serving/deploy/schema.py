@@ -3,7 +3,7 @@
 Pydantic gives the shape (types, bounds, unknown keys refused); :func:`settings_schema` adds the
 cross-field rules JSON Schema can say (TP must divide the preset's attention heads, pipeline
 parallel excludes MTP) and the chart's own limits (no secrets in values, a fixed engine port).
-Rules it cannot say (min ≤ max replicas, …) are ``fail`` calls in the chart's templates.
+Rules it cannot say (min ≤ max replicas, …) run in Python when the app is built at deploy time.
 ``serving deploy schema --write`` refreshes the file; a test fails when it drifts.
 """
 
