@@ -80,6 +80,14 @@ def settings_cmd(files: ValuesOpt = None) -> None:
     typer.echo(yaml.safe_dump(settings, sort_keys=False), nl=False)
 
 
+def _print_or_write(text: str, path: Path, write: bool) -> None:
+    if write:
+        path.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {path}")
+    else:
+        typer.echo(text, nl=False)
+
+
 @deploy_app.command("schema")
 def schema_cmd(
     write: Annotated[bool, typer.Option("--write", help="rewrite helm/qwen-serve/values.schema.json")] = False,
@@ -87,12 +95,7 @@ def schema_cmd(
     """Print (or write) the chart's values.schema.json with its settings part regenerated."""
     from serving.deploy.schema import SCHEMA_FILE, render_schema
 
-    text = render_schema()
-    if write:
-        SCHEMA_FILE.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {SCHEMA_FILE}")
-    else:
-        typer.echo(text, nl=False)
+    _print_or_write(render_schema(), SCHEMA_FILE, write)
 
 
 @deploy_app.command("helpers")
@@ -102,12 +105,7 @@ def helpers_cmd(
     """Print (or write) the chart's generated helpers: preset repos, ingress env, setting defaults."""
     from serving.deploy.chart_helpers import HELPERS_FILE, render_helpers
 
-    text = render_helpers()
-    if write:
-        HELPERS_FILE.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {HELPERS_FILE}")
-    else:
-        typer.echo(text, nl=False)
+    _print_or_write(render_helpers(), HELPERS_FILE, write)
 
 
 @deploy_app.command("k8s-base")
