@@ -206,6 +206,12 @@ class ReplicaSettings(Section):
     startup_timeout_s: float = Field(1800.0, gt=0, description="engine start + weight load before it is failed")
     health_check_period_s: float = Field(10.0, gt=0)
     health_check_timeout_s: float = Field(30.0, gt=0)
+    health_generate_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="engines whose /health does not generate (llama.cpp, vLLM): the health check also "
+        "generates one token, at most this often (0: every check)",
+    )
     drain_grace_s: float = Field(30.0, ge=0, description="in-flight requests get this long on shutdown")
 
 

@@ -65,6 +65,7 @@ class SGLangEngine(Engine):
     kind: ClassVar[EngineKind] = EngineKind.SGLANG
     running_metric = "sglang:num_running_reqs"
     queued_metric = "sglang:num_queue_reqs"
+    health_generates = True  # SGLang's /health runs a 1-token generation through the scheduler
     program: ClassVar[list[str]] = ["python", "-m", "sglang.launch_server"]
 
     def program_argv(self, s: Settings) -> list[str]:
