@@ -60,6 +60,16 @@ class ModelPreset:
     def is_gguf(self) -> bool:
         return self.family == "gguf"
 
+    @property
+    def tp_choices(self) -> list[int]:
+        """Tensor-parallel sizes that divide the attention heads evenly."""
+        return [d for d in range(1, self.attention_heads + 1) if self.attention_heads % d == 0]
+
+    @property
+    def hybrid_attention(self) -> bool:
+        """Gated-DeltaNet (linear attention, recurrent state) layers beside full attention."""
+        return self.state_bytes_bf16 > 0
+
     def state_bytes(self, ssm_dtype: str) -> int:
         return self.state_bytes_fp32 if ssm_dtype == "float32" else self.state_bytes_bf16
 

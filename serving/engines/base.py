@@ -85,15 +85,15 @@ class EngineLoad:
 
 
 def prom_value(text: str, name: str) -> float:
-    """Sum every sample of a Prometheus gauge/counter ``name`` in exposition text (0 if absent)."""
-    total = 0.0
-    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})?\s+(\S+)", re.MULTILINE)
-    for m in pattern.finditer(text):
-        try:
-            total += float(m.group(1))
-        except ValueError:
-            continue
-    return total
+    """Sum every sample named ``name`` (any labels) in Prometheus exposition text; 0 if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 class Engine(ABC):
