@@ -246,5 +246,5 @@ class EngineInstance:
             return f"engine {self.engine.kind.value} rank 0 was never started"
         if not self._rank0.alive():
             return self._rank0.failure("exited during start-up").render()
-        what = f"did not become healthy within {timeout_s:g} s (replica.startup_timeout_s)" if timed_out else "failed"
+        what = f"was not ready within {timeout_s:g}s (replica.startup_timeout_s)" if timed_out else "failed"
         return self._rank0.failure(what).render()
