@@ -131,14 +131,17 @@ def _print_summary(rep: dict[str, Any]) -> None:
 
     q = f"p{rep['slo']['percentile']:g}"
     t = Table(title=f"{rep['run']['scenario']} — {rep['run']['mode']} sweep")
-    for h in ("load", "req/s", "out tok/s", "goodput", f"TTFT {q} ms", f"TPOT {q} ms", "SLO", "$/M out"):
+    heads = ("load", "req/s", "out tok/s", "answer tok/s", "goodput", f"TTFT {q} ms", f"1st answer {q} ms",
+             f"TPOT {q} ms", "SLO", "$/M out", "$/M answer")  # fmt: skip
+    for h in heads:
         t.add_column(h, justify="right")
     for p in rep["points"]:
-        ms = [(p[k].get(q) or float("nan")) * 1000 for k in ("ttft_s", "tpot_s")]
-        c = p["cost"].get("usd_per_million_output")
+        ms = [(p[k].get(q) or float("nan")) * 1000 for k in ("ttft_s", "ttfa_s", "tpot_s")]
+        c = [p["cost"].get(k) for k in ("usd_per_million_output", "usd_per_million_answer")]
         t.add_row(f"{p['load']:g}", f"{p['throughput_rps']:.2f}", f"{p['output_tokens_per_s']:.0f}",
-                  f"{p['goodput_rps']:.2f}", f"{ms[0]:.1f}", f"{ms[1]:.1f}", "yes" if p["meets_slo"] else "no",
-                  "–" if c is None else f"{c:.3f}")  # fmt: skip
+                  f"{p['answer_tokens_per_s']:.0f}", f"{p['goodput_rps']:.2f}", f"{ms[0]:.1f}", f"{ms[1]:.1f}",
+                  f"{ms[2]:.1f}", "yes" if p["meets_slo"] else "no",
+                  *("–" if x is None else f"{x:.3f}" for x in c))  # fmt: skip
     Console(stderr=True).print(t)
 
 
@@ -154,7 +157,7 @@ def report(
 ) -> None:
     """Rebuild the report of a run with other objectives or prices."""
     from loadtest.report import build_report, write_report
-    from loadtest.runner import RUN_META
+    from loadtest.runmeta import RUN_META
 
     if not (run_dir / RUN_META).is_file():
         raise ValueError(f"{run_dir}: no {RUN_META} (not a run directory)")
