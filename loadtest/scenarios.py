@@ -166,6 +166,13 @@ class Scenario:
             return None
         return self.thinking_ratio * self.reasoning_tokens.mean()
 
+    def mean_image_tokens(self) -> float:
+        """Mean expected image prompt tokens per request (sizes are picked uniformly)."""
+        if self.images is None:
+            return 0.0
+        per_image = sum(image_tokens(w, h) for w, h in self.images.sizes) / len(self.images.sizes)
+        return self.images.count.mean() * per_image
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "scenario") -> Scenario:
         known = {
