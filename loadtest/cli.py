@@ -78,7 +78,7 @@ def _gpu_source(kind: str, *, replicas: int, gpus_per_replica: int, gpu_type: st
 def run(
     host: Annotated[str, typer.Option(help="OpenAI-compatible base URL (engine or gateway)")],
     scenario: Annotated[
-        str, typer.Option(help="built-in (chat, coding_agent, rag, long_context) or YAML file")
+        str, typer.Option(help="built-in (chat, coding_agent, rag, long_context, agent_thinking, vision) or YAML file")
     ] = "chat",
     model: Annotated[str, typer.Option(help="model name sent in requests")] = "qwen3.6-27b",
     api_key: Annotated[str | None, typer.Option(envvar="LOADTEST_API_KEY", help="bearer key")] = None,

@@ -219,7 +219,8 @@ def builtin_scenarios() -> dict[str, Path]:
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A built-in scenario by name (chat, coding_agent, rag, long_context) or a YAML file path."""
+    """A built-in scenario by name (chat, coding_agent, rag, long_context, agent_thinking, vision) or a
+    YAML file path."""
     builtin = builtin_scenarios()
     path = builtin.get(str(name_or_path), Path(name_or_path))
     if not path.is_file():
