@@ -242,7 +242,7 @@ def plan(
         if rps is None and point.get("answer_tokens_per_s"):  # answer tokens per request, as measured
             target = float(answer_tps or 0.0) * point["throughput_rps"] / point["answer_tokens_per_s"]
         opts = [plan_from_report(data, target_rps=target, headroom=headroom, prices=table, per=per,
-                                 target_answer_tps=answer_tps,
+                                 target_answer_tps=answer_tps, slo=slo,
                                  candidate=Candidate(model, gpu, tp, model.endswith("fp8"), False))]  # fmt: skip
     else:
         sc = load_scenario(scenario)

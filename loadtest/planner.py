@@ -266,15 +266,20 @@ def plan_from_report(
     prices: PriceTable,
     per: str = PER_REQUEST,
     target_answer_tps: float | None = None,
+    slo: Slo | None = None,
 ) -> Option:
     """Replicas for the target from a measured report's SLO point (its throughput ÷ replicas run).
-    ``per="answer-token"``: capacity is the point's measured answer tokens/s ÷ replicas, against
-    ``target_answer_tps`` (default: ``target_rps`` × the point's answer tokens per request)."""
+
+    ``per="answer-token"``: the level used is the one with the most answer tokens/s among those
+    without errors whose *first answer token* and TPOT met ``slo`` (default: the report's) at the
+    report's percentile; capacity is its answer tokens/s ÷ replicas, against ``target_answer_tps``
+    (default: ``target_rps`` × its answer tokens per request)."""
     if per not in PER:
         raise ValueError(f"per must be one of {', '.join(PER)}, got {per!r}")
-    point = report.get("slo_point")
+    point = report.get("slo_point") if per == PER_REQUEST else _first_answer_point(report, slo)
     if not point:
-        return Option(candidate, False, "the report has no load level that met the SLO", per=per)
+        what = "SLO" if per == PER_REQUEST else "SLO on the first answer token"
+        return Option(candidate, False, f"the report has no load level that met the {what}", per=per)
     cost = report["points"][point["index"]].get("cost") or {}
     ran = int(cost.get("replicas") or 1)
     per_replica = point["throughput_rps"] / ran
@@ -305,6 +310,22 @@ def plan_from_report(
         per_replica_answer_tokens_per_s=per_replica_answer,
         usd_per_million_answer=usd / (target_answer * SECONDS_PER_MONTH) * 1e6 if target_answer > 0 else math.nan,
     )
+
+
+def _first_answer_point(report: dict[str, Any], slo: Slo | None) -> dict[str, Any] | None:
+    rs = report.get("slo") or {}
+    ttft = slo.ttft_s if slo is not None else float(rs.get("ttft_s", Slo().ttft_s))
+    tpot = slo.tpot_s if slo is not None else float(rs.get("tpot_s", Slo().tpot_s))
+    q = f"p{float(rs.get('percentile', Slo().percentile)):g}"
+    best: dict[str, Any] | None = None
+    for i, p in enumerate(report.get("points") or ()):
+        first, step = (p.get("ttfa_s") or {}).get(q), (p.get("tpot_s") or {}).get(q)
+        if p.get("errors") or not p.get("requests") or first is None or first > ttft or (step or 0.0) > tpot:
+            continue
+        if best is None or p.get("answer_tokens_per_s", 0.0) > best["answer_tokens_per_s"]:
+            best = {"index": i, "load": p["load"], "throughput_rps": p["throughput_rps"],
+                    "answer_tokens_per_s": p.get("answer_tokens_per_s", 0.0)}  # fmt: skip
+    return best
 
 
 def helm_values(opt: Option, chart_defaults: dict[str, Any] | None = None) -> dict[str, Any]:

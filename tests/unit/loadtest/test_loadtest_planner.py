@@ -137,18 +137,31 @@ def test_answer_token_capacity_and_price_leave_the_reasoning_out():
     assert o.usd_per_million_answer == pytest.approx(o.usd_per_month / answer_a_month * 1e6)
 
 
-def test_plan_from_a_report_per_answer_token_uses_measured_answer_throughput():
+def level(load, rps, answer_tps, ttfa_p95, errors=0):
+    return {
+        "load": load, "requests": 10, "errors": errors, "throughput_rps": rps, "answer_tokens_per_s": answer_tps,
+        "ttfa_s": {"p95": ttfa_p95}, "tpot_s": {"p95": 0.01}, "cost": {"replicas": 2},
+    }  # fmt: skip
+
+
+def test_plan_from_a_report_per_answer_token_uses_the_level_whose_first_answer_met_the_slo():
     report = {
         "run": {"mode": "concurrency"},
-        "slo_point": {"index": 0, "load": 16, "throughput_rps": 4.0, "answer_tokens_per_s": 800.0},
-        "points": [{"cost": {"replicas": 2}}],
-    }
-    o = plan_from_report(
-        report, target_rps=0, target_answer_tps=4000, headroom=0.0, per="answer-token",
-        candidate=Candidate("qwen3.6-27b", "h200", 1, False, False), prices=load_prices(),
-    )  # fmt: skip
-    assert o.per_replica_answer_tokens_per_s == pytest.approx(400.0)
+        "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 95.0},
+        # The TTFT-based SLO point is concurrency 16, but its first answer tokens came after 3 s.
+        "slo_point": {"index": 2, "load": 16, "throughput_rps": 8.0, "answer_tokens_per_s": 1600.0},
+        "points": [level(1, 1.0, 200.0, 0.5), level(4, 4.0, 800.0, 0.9), level(16, 8.0, 1600.0, 3.0),
+                   level(32, 9.0, 1800.0, 0.2, errors=1)],
+    }  # fmt: skip
+    kw = {"headroom": 0.0, "candidate": Candidate("qwen3.6-27b", "h200", 1, False, False), "prices": load_prices()}
+    o = plan_from_report(report, target_rps=0, target_answer_tps=4000, per="answer-token", **kw)
+    assert o.batch == 4
+    assert o.per_replica_answer_tokens_per_s == pytest.approx(400.0)  # 800 answer tokens/s ÷ 2 replicas
     assert o.replicas == 10
+    assert plan_from_report(report, target_rps=16, **kw).batch == 16  # per request: the report's SLO point
+    strict = plan_from_report(report, target_rps=1, target_answer_tps=1, per="answer-token", slo=Slo(0.1), **kw)
+    assert not strict.feasible
+    assert "first answer" in strict.reason
 
 
 def test_plan_cli_per_answer_token_writes_values_the_chart_accepts(tmp_path):
