@@ -86,6 +86,15 @@ def _text(x: Any) -> str:
     return x if isinstance(x, str) else ""
 
 
+def _tool_chars(calls: Any) -> int:
+    n = 0
+    for c in calls if isinstance(calls, list) else ():
+        f = c.get("function") if isinstance(c, dict) else None
+        if isinstance(f, dict):
+            n += len(_text(f.get("name"))) + len(_text(f.get("arguments")))
+    return n
+
+
 def _split(delta: dict[str, Any]) -> tuple[str, str]:
     """(reasoning text, answer text) of one delta. SGLang names the reasoning field
     ``reasoning_content``, vLLM ``reasoning``: either counts as reasoning and starts the TTFT clock."""
@@ -122,7 +131,10 @@ def read_stream(
             out.e2e_s = now - t0
             break
         for choice in obj.get("choices") or ():
-            reasoning, answer = _split(choice.get("delta") or {})
+            d = choice.get("delta") or {}
+            reasoning, answer = _split(d)
+            if d.get("tool_calls"):  # answer output too, though not a content token (no clock starts)
+                out.answer_chars += _tool_chars(d["tool_calls"])
             if not (reasoning or answer):
                 continue
             out.events += 1

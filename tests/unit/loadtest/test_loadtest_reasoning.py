@@ -109,6 +109,22 @@ def test_multi_token_chunks_without_a_split_share_usage_by_text_length():
     assert (t.reasoning_tokens, t.answer_tokens) == (9, 3)
 
 
+def test_tool_call_text_counts_as_answer_in_the_text_share():
+    call = {"index": 0, "function": {"name": "run", "arguments": "y" * 9}}
+    readline, clock = feed(
+        [
+            (0.1, delta(reasoning_content="x" * 12)),
+            (0.2, delta(tool_calls=[call])),
+            (0.3, usage(8)),
+            (0.4, DONE),
+        ]
+    )
+    t = read_stream(readline, 0.0, clock)
+    assert t.reasoning_tokens_source == "chars"
+    assert (t.reasoning_tokens, t.answer_tokens) == (4, 4)  # 12 of 24 characters were reasoning
+    assert t.ttfa_s is None  # a tool call is no content token
+
+
 def test_thinking_off_stream_is_all_answer():
     readline, clock = feed([(0.1, delta(content="a")), (0.2, delta(content="b")), (0.3, usage(2)), (0.4, DONE)])
     t = read_stream(readline, 0.0, clock)
