@@ -176,6 +176,10 @@ _CSS = (
 )
 
 
+def _sources(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k or '?'} {v}" for k, v in sorted(counts.items())) or "–"
+
+
 def _html(rep: Report, png: Path) -> str:
     q = f"p{rep.slo.percentile:g}"
     rows = []
@@ -192,6 +196,10 @@ def _html(rep: Report, png: Path) -> str:
                     _fmt(p.throughput_rps, 1, 2),
                     _fmt(p.output_tokens_per_s, 1, 0),
                     _fmt(p.answer_tokens_per_s, 1, 0),
+                    _fmt(p.answer_tokens / p.completion_tokens if p.completion_tokens else None, 100, 0) + " %",
+                    f"{p.thinking_requests}/{p.requests - p.errors}",
+                    _sources(p.reasoning_tokens_sources),
+                    _fmt(p.image_tokens_expected / p.images if p.images else None, 1, 0),
                     _fmt(p.goodput_rps, 1, 2),
                     _fmt(p.slo_attainment, 100, 1) + " %",
                     _fmt(p.ttft_s.get("p50"), 1000),
@@ -212,7 +220,8 @@ def _html(rep: Report, png: Path) -> str:
             + "</tr>"
         )
     head = (
-        "load", "requests", "errors", "req/s", "out tok/s", "answer tok/s", "goodput req/s", "SLO attainment",
+        "load", "requests", "errors", "req/s", "out tok/s", "answer tok/s", "answer share", "thinking",
+        "reasoning count from", "image tok/image (expected)", "goodput req/s", "SLO attainment",
         "TTFT p50 ms", f"TTFT {q} ms", "1st answer p50 ms", f"1st answer {q} ms", "TPOT p50 ms", f"TPOT {q} ms",
         f"ITL {q} ms", f"pacer lag {q} ms", "meets SLO", "$/M output", "$/M answer", "$/M input", "",
     )  # fmt: skip

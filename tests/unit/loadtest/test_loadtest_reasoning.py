@@ -196,4 +196,5 @@ def test_report_carries_answer_throughput_first_answer_latency_and_answer_price(
     html = paths["html"].read_text()
     assert "$/M answer" in html
     assert "answer tok/s" in html
+    assert "<td>25 %</td>" in html  # answer share: 20 of 80 output tokens
     assert paths["png"].stat().st_size > 0
