@@ -233,6 +233,7 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 @contextlib.contextmanager
 def stubbed_import_context(root: Path, package: str, skip_init: bool = True) -> Iterator[_StubFinder]:
     """``root`` on ``sys.path`` first and missing packages stubbed, for the duration of the block."""
+    root = root.resolve()
     finder = _StubFinder(root, package)
     if skip_init and package not in sys.modules:
         # The package's own __init__ is its public API (and imports the whole runtime): skip it,
@@ -258,6 +259,7 @@ def stubbed_import_context(root: Path, package: str, skip_init: bool = True) -> 
 def stubbed_import(root: Path, module: str, skip_init: bool = True) -> types.ModuleType:
     """Import ``module`` from the unpacked wheel at ``root`` with missing dependencies stubbed."""
     package = module.split(".", 1)[0]
+    root = root.resolve()
     loaded = sys.modules.get(package)
     if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(str(root)):
         raise RuntimeError(f"a different {package} is already imported ({loaded.__file__})")

@@ -80,3 +80,11 @@ def start_uvicorn(app: Any, **config: Any) -> tuple[Any, threading.Thread, str]:
 def stop_uvicorn(server: Any, thread: threading.Thread) -> None:
     server.should_exit = True
     thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def sglang(sglang_wheel: Path) -> Any:
+    """SGLang's own request/response models and metric names (tests/sglang_oracle.py)."""
+    from tests.sglang_oracle import SGLang
+
+    return SGLang(sglang_wheel)
