@@ -26,6 +26,7 @@ class SGLang:
 
     root: Path
     protocol: Any = field(init=False, repr=False)
+    _metrics: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.protocol = load_script("engine_wheels").stubbed_import(self.root, PROTOCOL)
@@ -77,12 +78,18 @@ class SGLang:
     def metric_names(self) -> dict[str, str]:
         """Every ``sglang:*`` series name SGLang exposes → its kind, from the
         ``Gauge/Counter/Histogram(name="sglang:…")`` calls in the wheel's source, expanded the way
-        prometheus_client exposes them (``_total`` for counters; ``_bucket``/``_count``/``_sum``)."""
+        prometheus_client exposes them (``_total`` for counters; ``_bucket``/``_count``/``_sum``;
+        ``_created``)."""
+        if self._metrics is not None:
+            return self._metrics
         out: dict[str, str] = {}
         for path in (self.root / "sglang" / "srt").rglob("*.py"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if '"sglang:' not in text:
+                continue  # parse only the files that declare a metric (a few of ~2,000)
             try:
-                tree = ast.parse(path.read_text(encoding="utf-8"))
-            except (SyntaxError, UnicodeDecodeError):
+                tree = ast.parse(text)
+            except SyntaxError:
                 continue
             for node in ast.walk(tree):
                 if not isinstance(node, ast.Call):
@@ -96,6 +103,7 @@ class SGLang:
                     if kw.arg == "name" and isinstance(v, ast.Constant) and str(v.value).startswith("sglang:"):
                         for exposed in _exposed(str(v.value), kind):
                             out[exposed] = kind
+        self._metrics = out
         return out
 
 
@@ -103,8 +111,10 @@ def _exposed(name: str, kind: str) -> list[str]:
     if kind == "Counter":
         base = name.removesuffix("_total")
         return [f"{base}_total", f"{base}_created"]
-    if kind in ("Histogram", "GaugeHistogram"):
-        return [name, f"{name}_bucket", f"{name}_count", f"{name}_sum"]
+    if kind == "Histogram":
+        return [name, f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"]
+    if kind == "GaugeHistogram":
+        return [name, f"{name}_bucket", f"{name}_gcount", f"{name}_gsum"]
     if kind == "Summary":
-        return [name, f"{name}_count", f"{name}_sum"]
+        return [name, f"{name}_count", f"{name}_sum", f"{name}_created"]
     return [name]
