@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from serving.engines.reference import SGLANG_FLAGS
-from tests.conftest import REFERENCE, ROOT
+from tests.conftest import REFERENCE, ROOT, load_script
 
 pytestmark = pytest.mark.unit
 
@@ -80,3 +80,14 @@ def test_no_code_reads_a_folder_beside_the_checkout() -> None:
             if path != Path(__file__) and FORBIDDEN.search(path.read_text()):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_fetch_without_a_reachable_index_fails_with_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    wheels = load_script("engine_wheels")
+    empty = tmp_path / "no-wheels-here"
+    empty.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(empty))
+    with pytest.raises(wheels.FetchError, match=r"could not download sglang==0.5.23 .*package index reachable"):
+        wheels.fetch("sglang", "0.5.23", cache=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "sglang-0.5.23").exists()
