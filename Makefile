@@ -59,8 +59,8 @@ lint: install ## ruff + mypy
 	$(BIN)/mypy serving loadtest
 
 fmt: install ## format and auto-fix
-	$(BIN)/ruff format serving loadtest tests bench
-	$(BIN)/ruff check --fix serving loadtest tests bench
+	$(BIN)/ruff format serving loadtest tests bench scripts
+	$(BIN)/ruff check --fix serving loadtest tests bench scripts
 
 bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling → bench/results/
 	$(BIN)/python -m bench.run $(ARGS)
