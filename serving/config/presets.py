@@ -1,4 +1,4 @@
-"""Model presets: the facts each served model carries (../shared/reference/qwen36.md).
+"""Model presets: the facts each served model carries (model-card and cookbook figures; team notes qwen36.md).
 
 A preset fills every setting a user leaves unset: weights, parsers, context, sampling defaults.
 Memory facts drive the load-time fit check, the simulator's timing model and the capacity planner.

@@ -68,8 +68,8 @@ def test_reference_data_is_in_the_repository() -> None:
     assert SGLANG_FLAGS.is_relative_to(ROOT / "serving")
 
 
-# A path built from a "shared" component, or one of the moved files under ../shared/reference/.
-# (Docstrings citing the team's notes, ../shared/reference/qwen36.md, are citations, not reads.)
+# A path built from a "shared" component, or one of the moved files under the team folder reference/.
+# (Docstrings citing the team notes qwen36.md are citations, not reads.)
 FORBIDDEN = re.compile(r"""["']shared["']|shared/reference/(sglang|vllm|kuberay)""")
 
 
