@@ -52,7 +52,7 @@ from serving.gateway.openapi import openapi_builder
 from serving.gateway.presets import apply_presets
 from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, Usage
 from serving.gateway.routing import RequestContext, affinity_prefix, make_router
-from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits
+from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits, forwarded_body
 from serving.gateway.shared_limits import SharedRateLimiter
 from serving.gateway.upstream import Dispatcher, Upstream
 from serving.observability.logging import REQUEST_ID
@@ -118,7 +118,8 @@ class Gateway:
         self.keys = KeyStore(g.api_keys)
         self.metrics = GatewayMetrics()
         self.tracer_provider = tracer_provider or make_tracer_provider(settings.telemetry)
-        limiter = SharedRateLimiter(g.limits) if g.limits.shared and shared_limits else RateLimiter(g.limits)
+        shared = g.limits.share_across_replicas and shared_limits
+        limiter = SharedRateLimiter(g.limits) if shared else RateLimiter(g.limits)
         self.ledger = Ledger(self.metrics, limiter, self.tracer_provider.get_tracer("serving.gateway"))
         self.router = make_router(settings.routing, rng=rng)
         self.upstream_headers = {"content-type": "application/json", "accept-encoding": "identity"}
@@ -219,7 +220,7 @@ class Gateway:
         except ValidationError as exc:
             raise from_validation(exc) from None
         check_limits(req, self.limits, self.settings.resolved_context_length)
-        body: dict[str, Any] = loads(raw)
+        body: dict[str, Any] = forwarded_body(loads(raw), req)
         incoming.model = req.model
         live = await self._live()
         if req.model not in self._known_models(live):
@@ -432,8 +433,8 @@ def create_app(
     """A new gateway app. ``transport`` replaces the network under the engine client (tests);
     ``tracer_provider`` replaces the one built from ``settings.telemetry``; ``request_id_header``
     False when the server in front already sets ``x-request-id`` on responses (Ray Serve);
-    ``shared_limits`` True under Ray, where ``gateway.limits.shared`` leases rate-limit capacity
-    from one actor for all gateway replicas."""
+    ``shared_limits`` True under Ray, where ``gateway.limits.share_across_replicas`` leases
+    rate-limit capacity from one actor for all gateway replicas."""
     gw = Gateway(settings, endpoints, transport=transport, tracer_provider=tracer_provider, rng=rng,
                  request_id_header=request_id_header, shared_limits=shared_limits)  # fmt: skip
     app = GatewayApp(

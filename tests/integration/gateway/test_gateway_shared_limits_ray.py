@@ -17,8 +17,8 @@ async def test_two_replicas_share_one_requests_per_min_budget():
 
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        lim = load_settings(overrides={"gateway": {"limits": {"requests_per_min": 12, "lease_fraction": 0.25,
-                                                              "shared": True}}}, env={}).gateway.limits  # fmt: skip
+        limits = {"requests_per_min": 12, "lease_fraction": 0.25, "share_across_replicas": True}
+        lim = load_settings(overrides={"gateway": {"limits": limits}}, env={}).gateway.limits
         replicas = [SharedRateLimiter(lim), SharedRateLimiter(lim)]
         ok, refusals = 0, []
         for i in range(30):
