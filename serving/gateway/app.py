@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config.settings import Settings
 from serving.engines import get_engine
-from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens
+from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens, key_id
 from serving.gateway.engine_client import AiohttpEngineClient, EngineClient, EngineConnectionError, HttpxEngineClient
 from serving.gateway.errors import ApiError, from_upstream, from_validation
 from serving.gateway.presets import apply_presets
@@ -193,6 +193,7 @@ class Call:
     def __init__(self, gw: Gateway, route: str, model: str, who: str, estimate: int, t0: float) -> None:
         self.gw, self.route, self.model, self.who, self.estimate, self.t0 = gw, route, model, who, estimate, t0
         self.endpoint: Endpoint | None = None
+        self.stream = False
         self.span: Any = None
         self.stats = StreamStats()
         self.done = False
@@ -214,9 +215,14 @@ class Call:
         ok = status == 200
         e2e = time.perf_counter() - self.t0
         m.requests.labels(self.model, self.route, str(status)).inc()
-        m.e2e.labels(self.model, "success" if ok else "error").observe(e2e)
+        outcome = "success" if ok else "error"
+        m.e2e.labels(self.model, outcome).observe(e2e)
+        if not self.stream:
+            m.non_streaming.labels(self.model, outcome).observe(e2e)
         if st.ttft_s is not None:
             m.ttft.labels(self.model).observe(st.ttft_s)
+        if st.ttfa_s is not None:
+            m.ttfa.labels(self.model).observe(st.ttfa_s)
         itl = m.itl.labels(self.model)
         for g in st.gaps_s:
             itl.observe(g)
@@ -485,6 +491,7 @@ class Gateway:
         )
         rid = REQUEST_ID.get()
         call = Call(self, path, req.model, who, estimate, t0)
+        call.stream = bool(req.stream)
         incoming.counted = True
         self.in_flight += 1
         parent = PROPAGATOR.extract(carrier=incoming.trace_carrier()) if b"traceparent" in incoming.headers else None
@@ -494,6 +501,7 @@ class Gateway:
             "gen_ai.request.stream": bool(req.stream),
             "qwen_serve.thinking": thinking,
             "qwen_serve.request_id": rid or "",
+            "qwen_serve.api_key_id": key_id(who),
             "qwen_serve.routing_policy": self.settings.routing.policy.value,
         })  # fmt: skip
         headers = dict(self.upstream_headers)
@@ -529,7 +537,6 @@ class Gateway:
             call.stats.usage = Usage.from_obj(loads(content).get("usage"))
         except (ValueError, AttributeError):
             call.stats.usage = None
-        call.stats.ttft_s = time.perf_counter() - t0
         call.stats.completed = True
         done(200)
         return content
@@ -567,6 +574,8 @@ class Gateway:
             return
         route = path[:64]
         self.metrics.requests.labels(model or "unknown", route, str(err.status)).inc()
+        if err.status in (429, 503):  # refused for capacity or limits, before any engine saw it
+            self.metrics.rejections.labels(err.code or str(err.status)).inc()
         access_log.info("%s %d %s", route, err.status, err.code,
                         extra={"route": route, "status": err.status, "code": err.code})  # fmt: skip
 

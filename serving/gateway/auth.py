@@ -34,6 +34,12 @@ def load_key_digests(cfg: ApiKeySettings) -> list[str]:
     return sorted({digest(k) for k in keys if k})
 
 
+def key_id(who: str) -> str:
+    """A key's public name in traces and logs: 12 hex digits of its digest (``anonymous`` without
+    auth). Never the key, and too short a prefix to look it up by its full digest."""
+    return who if who == "anonymous" else f"key-{who[:12]}"
+
+
 class KeyStore:
     def __init__(self, cfg: ApiKeySettings) -> None:
         self._digests = load_key_digests(cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from serving.gateway.errors import ApiError
 from serving.registry import Endpoint
 
 DONE = b"data: [DONE]"
+# A chunk carries a token when a content, reasoning or completion text field is a non-empty string,
+# or it starts a tool call; role-only and empty chunks do not count. Searched only until found.
+TOKEN = re.compile(rb'"(?:content|reasoning_content|text)": ?"(?!")|"tool_calls": ?\[\{')
+ANSWER = re.compile(rb'"(?:content|text)": ?"(?!")|"tool_calls": ?\[\{')  # a token of the answer itself
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
@@ -66,7 +71,8 @@ class Upstream:
 class StreamStats:
     """Filled in while relaying; read by the request's finish step."""
 
-    ttft_s: float | None = None
+    ttft_s: float | None = None  # the first token of any kind (reasoning included)
+    ttfa_s: float | None = None  # the first token of the answer (content or a tool call)
     chunks: int = 0
     usage: Usage | None = None
     error: str | None = None  # why the stream ended early, if it did
@@ -220,6 +226,15 @@ class Relay:
             finally:
                 self.on_done()
 
+    def _first_tokens(self, data: bytes, now: float) -> None:
+        stats = self.rewriter.stats
+        if stats.ttft_s is None and TOKEN.search(data):
+            stats.ttft_s = now - self.t0
+        if ANSWER.search(data):
+            stats.ttfa_s = now - self.t0
+            if stats.ttft_s is None:
+                stats.ttft_s = stats.ttfa_s
+
     async def _relay(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         stats = self.rewriter.stats
         feed = self.rewriter.feed
@@ -231,23 +246,23 @@ class Relay:
             data = feed(self.upstream.first)
             if data:
                 last = clock()
-                stats.ttft_s = last - self.t0
+                self._first_tokens(data, last)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             async for chunk in self.upstream.chunks:
                 data = feed(chunk)
                 if not data:
                     continue
                 now = clock()
-                if stats.ttft_s is None:
-                    stats.ttft_s = now - self.t0
-                else:
+                if stats.ttfa_s is None:
+                    self._first_tokens(data, now)
+                if last:
                     gaps.append(now - last)
                 last = now
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             data = self.rewriter.flush()
             if data:
-                if stats.ttft_s is None:
-                    stats.ttft_s = clock() - self.t0
+                if stats.ttfa_s is None:
+                    self._first_tokens(data, clock())
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
                 raise EngineConnectionError("engine closed the stream before [DONE]")
