@@ -125,3 +125,13 @@ async def test_rejections_are_counted_by_reason_and_spans_name_the_key_never_sho
     (span,) = rig.spans.get_finished_spans()
     assert span.attributes["qwen_serve.api_key_id"].startswith("key-")
     assert all(key not in str(v) for v in span.attributes.values())
+
+
+def test_the_charts_ttft_slo_choices_are_the_gateways_buckets():
+    """The SLO burn rule reads the bucket at the SLO: the chart only offers values that are buckets."""
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parents[3] / "helm/qwen-serve/values.schema.json").read_text())
+    rule = schema["properties"]["monitoring"]["properties"]["prometheusRule"]["properties"]
+    assert rule["ttftSlo"]["properties"]["seconds"]["enum"] == list(LATENCY_BUCKETS_S)
