@@ -28,6 +28,10 @@ ITL_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04
                  0.5, 1, 2.5)  # fmt: skip
 
 
+# The gateway's refusal codes, exported at 0 from the start so a first rejection shows as a rate.
+ADMISSION_REASONS = ("rate_limit_exceeded", "overloaded", "no_engine", "registry_unavailable")
+
+
 class GatewayMetrics:
     content_type = CONTENT_TYPE_LATEST
 
@@ -79,6 +83,8 @@ class GatewayMetrics:
             f"{prefix}_admission_rejections", "Requests refused before reaching an engine, by reason",
             ["reason"], registry=r,
         )  # fmt: skip
+        for reason in ADMISSION_REASONS:
+            self.rejections.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
