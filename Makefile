@@ -35,7 +35,8 @@ prometheus: ## install Debian's prometheus + promtool when missing (the observab
 	else echo "prometheus/promtool missing and not root: run 'sudo apt-get install -y prometheus' (Debian/Ubuntu), then make test again" >&2; exit 1; fi; \
 	echo "installing Debian's prometheus (prometheus + promtool; its service is not needed)"; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	elif command -v invoke-rc.d >/dev/null; then $$SUDO invoke-rc.d prometheus stop >/dev/null 2>&1 || true; fi
 
 serve: install llama-server ## run the whole stack locally: Ray + gateway + llama.cpp on SmolLM2 (Ctrl-C stops)
 	$(BIN)/serving serve $(ARGS)
