@@ -28,6 +28,7 @@ from obs_support import (  # found on the path set above
     dashboard_targets,
     rendered_chart,
     rendered_rules,
+    service_monitor_targets,
     write_rules,
 )
 
@@ -38,30 +39,6 @@ CLIENTS, REQUESTS = 12, 36  # against max_running_requests=4: requests queue in 
 TABLE_ENV = "QWEN_SERVE_DASHBOARD_TABLE"  # write the panel → query → value table here (README)
 
 
-def _service_monitor_targets(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """What the ServiceMonitor selects, resolved through the metrics Service to the container
-    ports of the RayService's pods: [{endpoint (port name), path, container port name, pod role}]."""
-    (sm,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
-    services = [d for d in docs if d["kind"] == "Service"]
-    selector = sm["spec"]["selector"]["matchLabels"]
-    (svc,) = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
-    (rs,) = [d for d in docs if d["kind"] == "RayService"]
-    cluster = rs["spec"]["rayClusterConfig"]
-    pods = {"head": cluster["headGroupSpec"]["template"]}
-    for g in cluster["workerGroupSpecs"]:
-        pods["worker"] = g["template"]
-    out = []
-    for ep in sm["spec"]["endpoints"]:
-        (port,) = [p for p in svc["spec"]["ports"] if p["name"] == ep["port"]]
-        assert svc["spec"]["selector"].items() <= pods["head"]["metadata"]["labels"].items()
-        for role, tpl in pods.items():
-            names = {p["name"] for c in tpl["spec"]["containers"] for p in c.get("ports", [])}
-            if port["targetPort"] in names:
-                out.append({"endpoint": ep["port"], "path": ep["path"], "target_port": port["targetPort"],
-                            "role": role, "service": svc["metadata"]["name"]})  # fmt: skip
-    return out
-
-
 def _scrape_config(docs: list[dict[str, Any]], addresses: dict[tuple[str, str], list[tuple[str, str]]],
                    rules: Path) -> dict[str, Any]:  # fmt: skip
     """One job per ServiceMonitor endpoint, labelled as the Prometheus Operator labels its targets
@@ -69,7 +46,7 @@ def _scrape_config(docs: list[dict[str, Any]], addresses: dict[tuple[str, str], 
     container port name) to this machine's [(pod name, host:port)]."""
     (sm,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     jobs: dict[str, dict[str, Any]] = {}
-    for t in _service_monitor_targets(docs):
+    for t in service_monitor_targets(docs):
         name = f"serviceMonitor/{NAMESPACE}/{sm['metadata']['name']}/{t['endpoint']}"
         job = jobs.setdefault(name, {"job_name": name, "metrics_path": t["path"], "honor_labels": False,
                                      "scrape_interval": f"{SCRAPE_S}s", "static_configs": []})  # fmt: skip

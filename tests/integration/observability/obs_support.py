@@ -42,6 +42,32 @@ def write_rules(path: Path, docs: list[dict[str, Any]] | None = None) -> dict[st
     return rules
 
 
+def service_monitor_targets(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What the ServiceMonitor selects, resolved through the metrics Service to the container
+    ports of the RayService's pods: [{endpoint (port name), path, target_port (container port
+    name), number (container port), role (head | worker), pod_labels, service}]."""
+    (sm,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    selector = sm["spec"]["selector"]["matchLabels"]
+    (svc,) = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+    (rs,) = [d for d in docs if d["kind"] == "RayService"]
+    cluster = rs["spec"]["rayClusterConfig"]
+    pods = {"head": cluster["headGroupSpec"]["template"]}
+    for g in cluster["workerGroupSpecs"]:
+        pods["worker"] = g["template"]
+    out = []
+    for ep in sm["spec"]["endpoints"]:
+        (port,) = [p for p in svc["spec"]["ports"] if p["name"] == ep["port"]]
+        assert svc["spec"]["selector"].items() <= pods["head"]["metadata"]["labels"].items()
+        for role, tpl in pods.items():
+            numbers = {p["name"]: p["containerPort"] for c in tpl["spec"]["containers"] for p in c.get("ports", [])}
+            if port["targetPort"] in numbers:
+                out.append({"endpoint": ep["port"], "path": ep["path"], "target_port": port["targetPort"],
+                            "number": numbers[port["targetPort"]], "role": role,
+                            "pod_labels": tpl["metadata"]["labels"], "service": svc["metadata"]["name"]})  # fmt: skip
+    return out
+
+
 def dashboard_targets(namespace: str = NAMESPACE) -> list[tuple[str, str, str]]:
     """(panel title, target refId, expr with ``$namespace`` filled in) of every dashboard panel."""
     board = json.loads(DASHBOARD.read_text())
