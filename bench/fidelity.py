@@ -1,5 +1,5 @@
 """Simulator fidelity: the simulator's own analytic report of predicted vs published figures for
-the cells of ``../shared/reference/qwen36.md``, checked against the ±15 % goal.
+the cells of the team notes ``qwen36.md``, checked against the ±15 % goal.
 
 The report is produced by the simulator package (``serving simulator report --json``); this module
 runs it as a separate process and only normalises and judges its rows.

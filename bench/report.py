@@ -217,17 +217,26 @@ def section_status_md(data: dict[str, Any]) -> str:
     return f"{data.get('status', 'not measured')}"
 
 
+def llama_builds_md(lb: dict[str, Any]) -> str:
+    head = "Single stream, SmolLM2-135M Q4_1, 128-token completions back to back, arms alternating.\n\n"
+    rows = [[r["config"], fmt(r["tok_s"]), fmt(r["engine_tok_s"]), fmt(r["x_native"], 2), fmt(r["seconds"], 0),
+             f"`{r['flags']}`"] for r in lb["arms"]]  # fmt: skip
+    return head + table(["build", "tokens/s", "engine tokens/s", "× native", "measured s", "CPU backend flags"], rows)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "stack_tax": stack_md,
     "routing": routing_md,
     "fidelity": fidelity_md,
     "autoscaling": autoscaling_md,
+    "llama_builds": llama_builds_md,
 }
 TITLES = {
     "stack_tax": "1. Stack tax",
     "routing": "2. Routing gain",
     "fidelity": "3. Simulator fidelity",
     "autoscaling": "4. Autoscaling under a step",
+    "llama_builds": "5. llama-server builds (tokens/s per CPU configuration)",
 }
 
 

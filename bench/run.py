@@ -72,11 +72,18 @@ def autoscaling(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     )
 
 
+def llama_builds(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import llama_builds as lb
+
+    return lb.run(logs / "llama_builds", seconds=20.0)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
     "fidelity": fidelity,
     "autoscaling": autoscaling,
+    "llama_builds": llama_builds,
 }
 
 

@@ -6,6 +6,7 @@ Every bad input ends in one message naming the option and exit code 2, never a t
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -77,7 +78,7 @@ def _gpu_source(kind: str, *, replicas: int, gpus_per_replica: int, gpu_type: st
 def run(
     host: Annotated[str, typer.Option(help="OpenAI-compatible base URL (engine or gateway)")],
     scenario: Annotated[
-        str, typer.Option(help="built-in (chat, coding_agent, rag, long_context) or YAML file")
+        str, typer.Option(help="built-in (chat, coding_agent, rag, long_context, agent_thinking, vision) or YAML file")
     ] = "chat",
     model: Annotated[str, typer.Option(help="model name sent in requests")] = "qwen3.6-27b",
     api_key: Annotated[str | None, typer.Option(envvar="LOADTEST_API_KEY", help="bearer key")] = None,
@@ -131,14 +132,17 @@ def _print_summary(rep: dict[str, Any]) -> None:
 
     q = f"p{rep['slo']['percentile']:g}"
     t = Table(title=f"{rep['run']['scenario']} — {rep['run']['mode']} sweep")
-    for h in ("load", "req/s", "out tok/s", "goodput", f"TTFT {q} ms", f"TPOT {q} ms", "SLO", "$/M out"):
+    heads = ("load", "req/s", "out tok/s", "answer tok/s", "goodput", f"TTFT {q} ms", f"1st answer {q} ms",
+             f"TPOT {q} ms", "SLO", "$/M out", "$/M answer")  # fmt: skip
+    for h in heads:
         t.add_column(h, justify="right")
     for p in rep["points"]:
-        ms = [(p[k].get(q) or float("nan")) * 1000 for k in ("ttft_s", "tpot_s")]
-        c = p["cost"].get("usd_per_million_output")
+        ms = [(p[k].get(q) or float("nan")) * 1000 for k in ("ttft_s", "ttfa_s", "tpot_s")]
+        c = [p["cost"].get(k) for k in ("usd_per_million_output", "usd_per_million_answer")]
         t.add_row(f"{p['load']:g}", f"{p['throughput_rps']:.2f}", f"{p['output_tokens_per_s']:.0f}",
-                  f"{p['goodput_rps']:.2f}", f"{ms[0]:.1f}", f"{ms[1]:.1f}", "yes" if p["meets_slo"] else "no",
-                  "–" if c is None else f"{c:.3f}")  # fmt: skip
+                  f"{p['answer_tokens_per_s']:.0f}", f"{p['goodput_rps']:.2f}", f"{ms[0]:.1f}", f"{ms[1]:.1f}",
+                  f"{ms[2]:.1f}", "yes" if p["meets_slo"] else "no",
+                  *("–" if x is None else f"{x:.3f}" for x in c))  # fmt: skip
     Console(stderr=True).print(t)
 
 
@@ -154,7 +158,7 @@ def report(
 ) -> None:
     """Rebuild the report of a run with other objectives or prices."""
     from loadtest.report import build_report, write_report
-    from loadtest.runner import RUN_META
+    from loadtest.runmeta import RUN_META
 
     if not (run_dir / RUN_META).is_file():
         raise ValueError(f"{run_dir}: no {RUN_META} (not a run directory)")
@@ -180,7 +184,25 @@ def _onoff(x: str) -> bool:
 @app.command("plan")
 @clear_errors
 def plan(
-    rps: Annotated[float, typer.Option(help="peak requests/s to serve", min=0.0)],
+    rps: Annotated[float | None, typer.Option(help="peak requests/s to serve", min=0.0)] = None,
+    answer_tps: Annotated[
+        float | None, typer.Option("--answer-tps", help="peak answer tokens/s to serve (instead of --rps)", min=0.0)
+    ] = None,
+    per: Annotated[
+        str,
+        typer.Option(
+            help="plan per request, or per answer-token: the TTFT objective holds for the first answer token, "
+            "capacity and $ are counted in answer tokens (reasoning excluded)"
+        ),
+    ] = "request",
+    reasoning_share: Annotated[
+        float,
+        typer.Option(
+            help="share of a thinking request's output that is reasoning, when the scenario has no reasoning_tokens",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.5,
     scenario: Annotated[str, typer.Option(help="workload: built-in name or YAML file")] = "chat",
     model: Annotated[str, typer.Option(help="qwen3.6-27b | qwen3.6-35b-a3b")] = "qwen3.6-27b",
     headroom: Annotated[float, typer.Option(help="spare capacity at peak, e.g. 0.2 = 20 %", min=0.0)] = 0.2,
@@ -201,24 +223,42 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print every option as JSON")] = False,
 ) -> None:
     """Replicas, GPUs and $/month for a target load; the cheapest configuration meeting the SLO."""
-    from loadtest.planner import Candidate, helm_values, plan_from_model, plan_from_report
+    from loadtest.planner import PER, PER_ANSWER_TOKEN, Candidate, helm_values, plan_from_model, plan_from_report
 
-    if rps <= 0:
-        raise ValueError("--rps must be > 0")
+    if per not in PER:
+        raise ValueError(f"--per {per!r}: choose one of {', '.join(PER)}")
+    if (rps is None) == (answer_tps is None):
+        raise ValueError("give exactly one target: --rps or --answer-tps")
+    if (rps is not None and rps <= 0) or (answer_tps is not None and answer_tps <= 0):
+        raise ValueError("--rps / --answer-tps must be > 0")
     if model not in ("qwen3.6-27b", "qwen3.6-35b-a3b"):
         raise ValueError("--model: qwen3.6-27b or qwen3.6-35b-a3b (FP8 is a candidate dimension)")
     table = _prices(prices, price)
     slo = Slo(slo_ttft, slo_tpot)
     if from_report is not None:
         data = json.loads(from_report.read_text(encoding="utf-8"))
-        opts = [plan_from_report(data, target_rps=rps, headroom=headroom, prices=table,
+        point = data.get("slo_point") or {}
+        target = rps if rps is not None else 0.0
+        if rps is None and point.get("answer_tokens_per_s"):  # answer tokens per request, as measured
+            target = float(answer_tps or 0.0) * point["throughput_rps"] / point["answer_tokens_per_s"]
+        opts = [plan_from_report(data, target_rps=target, headroom=headroom, prices=table, per=per,
+                                 target_answer_tps=answer_tps, slo=slo,
                                  candidate=Candidate(model, gpu, tp, model.endswith("fp8"), False))]  # fmt: skip
     else:
         sc = load_scenario(scenario)
         prec = _csv(precisions, lambda x: {"bf16": False, "fp8": True}[x], "--precisions")
+        reasoning, answer = _reasoning_and_answer(sc, reasoning_share)
+        if rps is None and answer <= 0:
+            raise ValueError("--answer-tps: the scenario's requests have no answer tokens")
+        target = rps if rps is not None else float(answer_tps or 0.0) / answer
+        if per == PER_ANSWER_TOKEN:
+            typer.echo(f"per answer token: {reasoning:.0f} reasoning + {answer:.0f} answer tokens per request "
+                       f"(mean), target {target:.3g} req/s", err=True)  # fmt: skip
         opts = plan_from_model(
-            model=model, target_rps=rps, headroom=headroom, slo=slo, prices=table,
-            prompt_tokens=sc.prompt_tokens.mean() + sc.shared_prefix_tokens, output_tokens=sc.output_tokens.mean(),
+            model=model, target_rps=target, headroom=headroom, slo=slo, prices=table,
+            prompt_tokens=sc.prompt_tokens.mean() + sc.shared_prefix_tokens + sc.mean_image_tokens(),
+            output_tokens=reasoning + answer,
+            reasoning_tokens=reasoning, per=per,
             gpus=_csv(gpus, str, "--gpus"), tps=_csv(tps, int, "--tps"), precisions=prec,
             mtp=_csv(mtp, _onoff, "--mtp"),
         )  # fmt: skip
@@ -234,19 +274,36 @@ def plan(
         chart = Path(__file__).resolve().parents[1] / "helm" / "qwen-serve" / "values.yaml"
         defaults = yaml.safe_load(chart.read_text(encoding="utf-8")) if chart.is_file() else {}
         values = helm_values(best, defaults)
-        header = f"# capacity plan: {best.candidate.label()}, {best.replicas} replicas, {rps:g} req/s peak\n"
+        peak = f"{rps:g} req/s" if rps is not None else f"{answer_tps:g} answer tokens/s"
+        header = f"# capacity plan ({per}): {best.candidate.label()}, {best.replicas} replicas, {peak} peak\n"
         values_out.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
         typer.echo(f"wrote {values_out}", err=True)
+
+
+def _reasoning_and_answer(sc: Any, reasoning_share: float) -> tuple[float, float]:
+    """Mean (reasoning, answer) tokens per request of a scenario. With ``reasoning_tokens`` the
+    answer is ``output_tokens`` and the reasoning comes on top; without, ``output_tokens`` is all
+    of it and a thinking request spends ``reasoning_share`` of it on reasoning (an assumption)."""
+    out = sc.output_tokens.mean()
+    reasoning = sc.mean_reasoning_tokens()
+    if reasoning is not None:
+        return reasoning, out
+    reasoning = sc.thinking_ratio * reasoning_share * out
+    return reasoning, out - reasoning
 
 
 def _option_line(o: Any, best: bool) -> str:
     label = f"{o.candidate.label():28s}"
     if not o.feasible:
         return f"  {label} infeasible: {o.reason}"
-    return (
+    line = (
         f"{'*' if best else ' '} {label} {o.replicas:3d} replicas {o.gpus:4d} GPUs  ${o.usd_per_month:>10,.0f}/month"
         f"  {o.per_replica_rps:6.2f} req/s/replica at batch {o.batch}"
     )
+    if o.per == "answer-token":
+        usd = f"${o.usd_per_million_answer:.3f}" if math.isfinite(o.usd_per_million_answer) else "–"
+        line += f"  {o.per_replica_answer_tokens_per_s:8.0f} answer tok/s/replica  {usd}/M answer"
+    return line
 
 
 @app.command("locust", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -6,6 +6,10 @@ costs ``input_weight`` of an output token (default 0.25, an assumption you can o
     cost = $/GPU-h × GPU-hours = in_tokens × p_in + out_tokens × p_out,  p_in = input_weight × p_out
 
 so the two prices add back up to what the run cost.
+
+A thinking model spends most of its output on reasoning the user never reads, so the output side
+of the bill is also given per *answer* token: $/M answer = (out_tokens × p_out) ÷ answer_tokens,
+the same dollars spread over the tokens that reach the user (≥ $/M output; equal without thinking).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Cost:
     usd_per_million_output: float | None
     usd_per_million_input: float | None
     input_weight: float
+    usd_per_million_answer: float | None = None  # output dollars ÷ answer tokens (reasoning excluded)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,9 +90,13 @@ def token_cost(
     input_tokens: int,
     output_tokens: int,
     input_weight: float = DEFAULT_INPUT_WEIGHT,
+    answer_tokens: int | None = None,
 ) -> Cost:
+    """``answer_tokens``: the output tokens that are not reasoning (None: not known)."""
     if gpu_hours < 0 or usd_per_gpu_hour < 0 or input_weight < 0:
         raise ValueError("GPU-hours, price and input weight must be non-negative")
+    if answer_tokens is not None and not 0 <= answer_tokens <= output_tokens:
+        raise ValueError(f"answer tokens must be within [0, output tokens], got {answer_tokens} of {output_tokens}")
     total = gpu_hours * usd_per_gpu_hour
     units = output_tokens + input_weight * input_tokens  # output-token equivalents
     p_out = total / units if units > 0 else None
@@ -98,6 +107,9 @@ def token_cost(
         usd_per_million_output=p_out * 1e6 if p_out is not None else None,
         usd_per_million_input=p_out * input_weight * 1e6 if p_out is not None else None,
         input_weight=input_weight,
+        usd_per_million_answer=(
+            p_out * output_tokens / answer_tokens * 1e6 if p_out is not None and answer_tokens else None
+        ),
     )
 
 

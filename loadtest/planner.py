@@ -15,6 +15,11 @@ Two sources of per-replica capacity:
 
 Replicas = ⌈target × (1 + headroom) ÷ per-replica requests/s⌉; the cheapest candidate wins. A
 candidate the settings tree refuses (TP not dividing the heads, memory fit) is skipped with the reason.
+
+**Per answer token** (``per="answer-token"``): a thinking model first generates reasoning the user
+never reads. Each request's output is then ``R`` mean reasoning + ``A`` mean answer tokens; the TTFT
+objective applies to the *first answer token*, TTFT + R · TPOT; a replica's capacity is counted in
+answer tokens/s (λ · A), the target too, and every option carries $/M answer tokens at the target.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loadtest.cost import PriceTable, monthly_usd
+from loadtest.cost import HOURS_PER_MONTH, PriceTable, monthly_usd
 from loadtest.stats import Slo
 
 DEFAULT_GPUS = ("h100", "h200", "b200")
 DEFAULT_TPS = (1, 2, 4, 8)
+PER_REQUEST, PER_ANSWER_TOKEN = "request", "answer-token"
+PER = (PER_REQUEST, PER_ANSWER_TOKEN)
+SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class Prediction:
     tpot_s: float
     rps: float
     output_tokens_per_s: float
+    ttfa_s: float = math.nan  # first answer token: TTFT + mean reasoning tokens × TPOT
+    answer_tokens_per_s: float = 0.0
 
 
 @dataclass
@@ -68,6 +78,10 @@ class Option:
     gpus: int = 0
     usd_per_month: float = math.inf
     settings: dict[str, Any] = field(default_factory=dict)
+    per: str = PER_REQUEST  # what the plan was counted in: request | answer-token
+    ttfa_s: float = math.nan  # predicted time to the first answer token
+    per_replica_answer_tokens_per_s: float = 0.0
+    usd_per_million_answer: float = math.nan  # $/month ÷ answer tokens a month at the target load
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,8 +114,17 @@ def check_candidate(c: Candidate) -> str:
     return ""
 
 
-def predict(c: Candidate, *, prompt_tokens: float, output_tokens: float, batch: int, mtp_accept: float) -> Prediction:
-    """Steady-state TTFT / TPOT / requests/s of one replica running ``batch`` requests."""
+def predict(
+    c: Candidate,
+    *,
+    prompt_tokens: float,
+    output_tokens: float,
+    batch: int,
+    mtp_accept: float,
+    reasoning_tokens: float = 0.0,
+) -> Prediction:
+    """Steady-state TTFT / TPOT / requests/s of one replica running ``batch`` requests.
+    ``output_tokens`` is everything generated; ``reasoning_tokens`` of it (mean) come first."""
     from serving.engines.simulator.timing import Deployment, TimingModel
 
     d = Deployment.of(c.preset, gpu=c.gpu, tp=c.tp, draft_tokens=4 if c.mtp else None, accept_length=mtp_accept)
@@ -120,7 +143,8 @@ def predict(c: Candidate, *, prompt_tokens: float, output_tokens: float, batch: 
         if abs(new_rho - rho) < 1e-9:
             break
         rho = new_rho
-    return Prediction(batch, ttft, tpot, lam, lam * o)
+    r = min(max(0.0, reasoning_tokens), o - 1)  # at least one answer token
+    return Prediction(batch, ttft, tpot, lam, lam * o, ttft + r * tpot, lam * (o - r))
 
 
 def max_batch(c: Candidate, prompt_tokens: float, output_tokens: float) -> int:
@@ -141,7 +165,13 @@ def evaluate(
     output_tokens: float,
     prices: PriceTable,
     mtp_accept: float = 2.8,
+    reasoning_tokens: float = 0.0,
+    per: str = PER_REQUEST,
 ) -> Option:
+    """``target_rps`` requests/s at peak (with ``per="answer-token"`` the caller converts its answer
+    tokens/s target: ÷ mean answer tokens per request)."""
+    if per not in PER:
+        raise ValueError(f"per must be one of {', '.join(PER)}, got {per!r}")
     reason = check_candidate(c)
     if reason:
         return Option(c, False, reason)
@@ -149,21 +179,25 @@ def evaluate(
     if limit < 1:
         return Option(c, False, "not even one request fits in memory")
     best: Prediction | None = None
+    work = {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "reasoning_tokens": reasoning_tokens}
     b = 1
     while b <= limit:
-        p = predict(c, prompt_tokens=prompt_tokens, output_tokens=output_tokens, batch=b, mtp_accept=mtp_accept)
-        if p.ttft_s <= slo.ttft_s and p.tpot_s <= slo.tpot_s:
+        p = predict(c, batch=b, mtp_accept=mtp_accept, **work)
+        first = p.ttfa_s if per == PER_ANSWER_TOKEN else p.ttft_s
+        if first <= slo.ttft_s and p.tpot_s <= slo.tpot_s:
             best = p
         elif best is not None:
             break  # latency only grows with the batch from here
         b = b + 1 if b < 8 else int(b * 1.25) + 1
     if best is None:
-        p1 = predict(c, prompt_tokens=prompt_tokens, output_tokens=output_tokens, batch=1, mtp_accept=mtp_accept)
-        return Option(
-            c, False, f"misses the SLO even at batch 1 (TTFT {p1.ttft_s:.3f} s, TPOT {p1.tpot_s * 1e3:.1f} ms)"
-        )
+        p1 = predict(c, batch=1, mtp_accept=mtp_accept, **work)
+        why = f"first answer token {p1.ttfa_s:.3f} s" if per == PER_ANSWER_TOKEN else f"TTFT {p1.ttft_s:.3f} s"
+        return Option(c, False, f"misses the SLO even at batch 1 ({why}, TPOT {p1.tpot_s * 1e3:.1f} ms)", per=per)
     replicas = max(1, math.ceil(target_rps * (1 + headroom) / best.rps))
     gpus = replicas * c.tp
+    usd = monthly_usd(gpus, prices.price(c.gpu))
+    answer_per_request = best.answer_tokens_per_s / best.rps if best.rps > 0 else 0.0
+    answer_a_month = target_rps * answer_per_request * SECONDS_PER_MONTH
     return Option(
         c,
         True,
@@ -173,8 +207,12 @@ def evaluate(
         tpot_s=best.tpot_s,
         replicas=replicas,
         gpus=gpus,
-        usd_per_month=monthly_usd(gpus, prices.price(c.gpu)),
+        usd_per_month=usd,
         settings=candidate_settings(c, replicas=replicas, batch=best.batch),
+        per=per,
+        ttfa_s=best.ttfa_s,
+        per_replica_answer_tokens_per_s=best.answer_tokens_per_s,
+        usd_per_million_answer=usd / answer_a_month * 1e6 if answer_a_month > 0 else math.nan,
     )
 
 
@@ -192,6 +230,8 @@ def plan_from_model(
     precisions: tuple[bool, ...] = (False, True),
     mtp: tuple[bool, ...] = (False, True),
     mtp_accept: float = 2.8,
+    reasoning_tokens: float = 0.0,
+    per: str = PER_REQUEST,
 ) -> list[Option]:
     """Every candidate, cheapest feasible first (ties: fewer GPUs, then more per-replica capacity)."""
     if target_rps <= 0 or headroom < 0:
@@ -206,6 +246,8 @@ def plan_from_model(
             output_tokens=output_tokens,
             prices=prices,
             mtp_accept=mtp_accept,
+            reasoning_tokens=reasoning_tokens,
+            per=per,
         )
         for g in gpus
         for tp in tps
@@ -216,17 +258,45 @@ def plan_from_model(
 
 
 def plan_from_report(
-    report: dict[str, Any], *, target_rps: float, headroom: float, candidate: Candidate, prices: PriceTable
+    report: dict[str, Any],
+    *,
+    target_rps: float,
+    headroom: float,
+    candidate: Candidate,
+    prices: PriceTable,
+    per: str = PER_REQUEST,
+    target_answer_tps: float | None = None,
+    slo: Slo | None = None,
 ) -> Option:
-    """Replicas for the target from a measured report's SLO point (its throughput ÷ replicas run)."""
-    point = report.get("slo_point")
+    """Replicas for the target from a measured report's SLO point (its throughput ÷ replicas run).
+
+    ``per="answer-token"``: the level used is the one with the most answer tokens/s among those
+    without errors whose *first answer token* and TPOT met ``slo`` (default: the report's) at the
+    report's percentile; capacity is its answer tokens/s ÷ replicas, against ``target_answer_tps``
+    (default: ``target_rps`` × its answer tokens per request)."""
+    if per not in PER:
+        raise ValueError(f"per must be one of {', '.join(PER)}, got {per!r}")
+    point = report.get("slo_point") if per == PER_REQUEST else _first_answer_point(report, slo)
     if not point:
-        return Option(candidate, False, "the report has no load level that met the SLO")
+        what = "SLO" if per == PER_REQUEST else "SLO on the first answer token"
+        return Option(candidate, False, f"the report has no load level that met the {what}", per=per)
     cost = report["points"][point["index"]].get("cost") or {}
     ran = int(cost.get("replicas") or 1)
     per_replica = point["throughput_rps"] / ran
-    replicas = max(1, math.ceil(target_rps * (1 + headroom) / per_replica))
+    answer_tps = float(point.get("answer_tokens_per_s") or 0.0)
+    per_replica_answer = answer_tps / ran
+    if per == PER_ANSWER_TOKEN:
+        if per_replica_answer <= 0:
+            return Option(candidate, False, "the report's SLO point measured no answer tokens", per=per)
+        target_answer = (
+            target_answer_tps if target_answer_tps is not None else target_rps * answer_tps / point["throughput_rps"]
+        )
+        replicas = max(1, math.ceil(target_answer * (1 + headroom) / per_replica_answer))
+    else:
+        target_answer = target_rps * (answer_tps / point["throughput_rps"]) if point["throughput_rps"] else 0.0
+        replicas = max(1, math.ceil(target_rps * (1 + headroom) / per_replica))
     gpus = replicas * candidate.tp
+    usd = monthly_usd(gpus, prices.price(candidate.gpu))
     return Option(
         candidate,
         True,
@@ -234,9 +304,28 @@ def plan_from_report(
         batch=int(point["load"]) if report["run"]["mode"] == "concurrency" else 0,
         replicas=replicas,
         gpus=gpus,
-        usd_per_month=monthly_usd(gpus, prices.price(candidate.gpu)),
+        usd_per_month=usd,
         settings=candidate_settings(candidate, replicas=replicas),
+        per=per,
+        per_replica_answer_tokens_per_s=per_replica_answer,
+        usd_per_million_answer=usd / (target_answer * SECONDS_PER_MONTH) * 1e6 if target_answer > 0 else math.nan,
     )
+
+
+def _first_answer_point(report: dict[str, Any], slo: Slo | None) -> dict[str, Any] | None:
+    rs = report.get("slo") or {}
+    ttft = slo.ttft_s if slo is not None else float(rs.get("ttft_s", Slo().ttft_s))
+    tpot = slo.tpot_s if slo is not None else float(rs.get("tpot_s", Slo().tpot_s))
+    q = f"p{float(rs.get('percentile', Slo().percentile)):g}"
+    best: dict[str, Any] | None = None
+    for i, p in enumerate(report.get("points") or ()):
+        first, step = (p.get("ttfa_s") or {}).get(q), (p.get("tpot_s") or {}).get(q)
+        if p.get("errors") or not p.get("requests") or first is None or first > ttft or (step or 0.0) > tpot:
+            continue
+        if best is None or p.get("answer_tokens_per_s", 0.0) > best["answer_tokens_per_s"]:
+            best = {"index": i, "load": p["load"], "throughput_rps": p["throughput_rps"],
+                    "answer_tokens_per_s": p.get("answer_tokens_per_s", 0.0)}  # fmt: skip
+    return best
 
 
 def helm_values(opt: Option, chart_defaults: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -20,12 +20,21 @@ class RequestRecord:
     ok: bool
     e2e_s: float
     ttft_s: float | None = None  # first content *or* reasoning token
+    ttfa_s: float | None = None  # time to first answer token: first delta.content (not reasoning)
     tpot_s: float | None = None  # (e2e − ttft) / (completion_tokens − 1)
-    itl_s: list[float] = field(default_factory=list)  # gaps between token-bearing events
+    itl_s: list[float] = field(default_factory=list)  # gaps between token-bearing chunks
     prompt_tokens: int = 0
     completion_tokens: int = 0  # from the server's usage; counted events when it sends none
+    reasoning_tokens: int = 0  # thinking tokens (see reasoning_tokens_source)
+    answer_tokens: int = 0  # completion_tokens − reasoning_tokens
+    reasoning_tokens_source: str = ""  # usage (server's completion_tokens_details) | deltas | chars
     events: int = 0  # token-bearing SSE events received
+    reasoning_events: int = 0  # of which carried reasoning text
+    answer_events: int = 0  # of which carried content
     thinking: bool = False
+    reasoning_tokens_hint: int | None = None  # the reasoning length asked of the server, if any
+    images: int = 0  # images sent in the request
+    image_tokens_expected: int = 0  # Σ ceil(w/32)·ceil(h/32): patch 16 × spatial merge 2
     usage_reported: bool = False
     cached_tokens: int | None = None
     error: str | None = None

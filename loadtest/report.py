@@ -18,7 +18,7 @@ from typing import Any
 from loadtest.cost import DEFAULT_INPUT_WEIGHT, PriceTable, token_cost
 from loadtest.gpu_usage import gpu_hours
 from loadtest.records import RequestRecord, read_records
-from loadtest.runner import RECORDS, RUN_META, LevelWindow, RunMeta
+from loadtest.runmeta import RECORDS, RUN_META, LevelWindow, RunMeta
 from loadtest.stats import PointSummary, Slo, knee_index, slo_point_index, summarize
 
 REPORT_JSON = "report.json"
@@ -57,6 +57,7 @@ class Report:
                 "load": p.load,
                 "throughput_rps": p.throughput_rps,
                 "output_tokens_per_s": p.output_tokens_per_s,
+                "answer_tokens_per_s": p.answer_tokens_per_s,
             }
 
         return {
@@ -86,10 +87,14 @@ def build_report(run_dir: Path, *, slo: Slo, prices: PriceTable, input_weight: f
         hours = window_gpu_hours(win)
         price = prices.price(win.gpu_type) if win.gpu_type else math.nan
         if hours > 0 and not math.isnan(price):
-            c = token_cost(hours, price, p.prompt_tokens, p.completion_tokens, input_weight).to_json()
+            c = token_cost(
+                hours, price, p.prompt_tokens, p.completion_tokens, input_weight, answer_tokens=p.answer_tokens
+            ).to_json()
         else:
             c = {"gpu_hours": hours, "input_weight": input_weight}
-            c |= dict.fromkeys(("usd_per_gpu_hour", "total_usd", "usd_per_million_output", "usd_per_million_input"))
+            keys = ("usd_per_gpu_hour", "total_usd", "usd_per_million_output", "usd_per_million_input",
+                    "usd_per_million_answer")  # fmt: skip
+            c |= dict.fromkeys(keys)
         c |= {"replicas": win.replicas, "gpu_type": win.gpu_type}
         costs.append(c)
     knee = knee_index([p.load for p in points], [p.output_tokens_per_s for p in points])
@@ -106,30 +111,50 @@ def _plot(rep: Report, path: Path) -> None:
     x_label = "concurrency" if rep.meta.mode == "concurrency" else "offered load (requests/s)"
     loads = [p.load for p in pts]
     rps = [p.throughput_rps for p in pts]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 9))
+    axes = [grid[0][0], grid[0][1], grid[1][0], grid[1][1]]
     ax = axes[0]
-    ax.plot(loads, [p.output_tokens_per_s for p in pts], "o-", label="output tokens/s")
+    ax.plot(loads, [p.output_tokens_per_s for p in pts], "o-", label="output tokens/s (reasoning + answer)")
+    ax.plot(loads, [p.answer_tokens_per_s for p in pts], "s-", label="answer tokens/s")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("output tokens/s")
+    ax.set_ylabel("tokens/s")
     ax.set_title("throughput")
     q = rep.slo.percentile
-    for ax, key, target, title in (
-        (axes[1], "ttft_s", rep.slo.ttft_s, f"TTFT p{q:g} vs throughput"),
-        (axes[2], "tpot_s", rep.slo.tpot_s, f"TPOT p{q:g} vs throughput"),
-    ):
-        ys = [(getattr(p, key).get(f"p{q:g}") or math.nan) for p in pts]
-        ax.plot(rps, ys, "o-", label=f"p{q:g}")
-        ax.plot(rps, [(getattr(p, key).get("p50") or math.nan) for p in pts], ".--", alpha=0.6, label="p50")
-        ax.axhline(target, color="red", linestyle=":", label=f"SLO {target:g} s")
+    ax = axes[1]
+    for key, style, name in (("ttft_s", "o-", "TTFT"), ("ttfa_s", "s-", "first answer token")):
+        ax.plot(rps, [(getattr(p, key).get(f"p{q:g}") or math.nan) for p in pts], style, label=f"{name} p{q:g}")
+        ax.plot(rps, [(getattr(p, key).get("p50") or math.nan) for p in pts], "." + style[1:], alpha=0.5,
+                label=f"{name} p50")  # fmt: skip
+    ax.axhline(rep.slo.ttft_s, color="red", linestyle=":", label=f"TTFT SLO {rep.slo.ttft_s:g} s")
+    ax.set_title("TTFT and time to first answer token vs throughput")
+    ax = axes[2]
+    ax.plot(rps, [(p.tpot_s.get(f"p{q:g}") or math.nan) for p in pts], "o-", label=f"p{q:g}")
+    ax.plot(rps, [(p.tpot_s.get("p50") or math.nan) for p in pts], ".--", alpha=0.6, label="p50")
+    ax.axhline(rep.slo.tpot_s, color="red", linestyle=":", label=f"SLO {rep.slo.tpot_s:g} s")
+    ax.set_title(f"TPOT p{q:g} vs throughput")
+    for ax in axes[1:3]:
         ax.set_xlabel("throughput (requests/s)")
         ax.set_ylabel("seconds")
-        ax.set_title(title)
-    for i, color, name in ((rep.knee, "orange", "knee"), (rep.slo_point, "green", "SLO point")):
-        if i is None:
+    ax = axes[3]
+    idx = list(range(len(pts)))
+    reasoning = [p.reasoning_tokens_per_s for p in pts]
+    answer = [p.answer_tokens_per_s for p in pts]
+    ax.bar(idx, reasoning, color="tab:gray", label="reasoning tokens/s")
+    ax.bar(idx, answer, bottom=reasoning, color="tab:green", label="answer tokens/s")
+    for j, p in enumerate(pts):
+        if p.completion_tokens:
+            share = p.answer_tokens / p.completion_tokens
+            ax.annotate(f"{share:.0%} answer", (j, reasoning[j] + answer[j]), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(idx, [f"{x:g}" for x in loads])
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("output tokens/s")
+    ax.set_title("output split: reasoning vs answer, per level")
+    for k, color, name in ((rep.knee, "orange", "knee"), (rep.slo_point, "green", "SLO point")):
+        if k is None:
             continue
-        axes[0].axvline(loads[i], color=color, linestyle="--", label=f"{name} ({loads[i]:g})")
-        for ax in axes[1:]:
-            ax.axvline(rps[i], color=color, linestyle="--", label=f"{name} ({rps[i]:.2f} rps)")
+        axes[0].axvline(loads[k], color=color, linestyle="--", label=f"{name} ({loads[k]:g})")
+        for ax in axes[1:3]:
+            ax.axvline(rps[k], color=color, linestyle="--", label=f"{name} ({rps[k]:.2f} rps)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -151,6 +176,10 @@ _CSS = (
 )
 
 
+def _sources(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k or '?'} {v}" for k, v in sorted(counts.items())) or "–"
+
+
 def _html(rep: Report, png: Path) -> str:
     q = f"p{rep.slo.percentile:g}"
     rows = []
@@ -166,16 +195,24 @@ def _html(rep: Report, png: Path) -> str:
                     str(p.errors),
                     _fmt(p.throughput_rps, 1, 2),
                     _fmt(p.output_tokens_per_s, 1, 0),
+                    _fmt(p.answer_tokens_per_s, 1, 0),
+                    _fmt(p.answer_tokens / p.completion_tokens if p.completion_tokens else None, 100, 0) + " %",
+                    f"{p.thinking_requests}/{p.requests - p.errors}",
+                    _sources(p.reasoning_tokens_sources),
+                    _fmt(p.image_tokens_expected / p.images if p.images else None, 1, 0),
                     _fmt(p.goodput_rps, 1, 2),
                     _fmt(p.slo_attainment, 100, 1) + " %",
                     _fmt(p.ttft_s.get("p50"), 1000),
                     _fmt(p.ttft_s.get(q), 1000),
+                    _fmt(p.ttfa_s.get("p50"), 1000),
+                    _fmt(p.ttfa_s.get(q), 1000),
                     _fmt(p.tpot_s.get("p50"), 1000),
                     _fmt(p.tpot_s.get(q), 1000),
                     _fmt(p.itl_s.get(q), 1000),
                     _fmt(p.pacer_lag_s.get(q), 1000),
                     "yes" if p.meets_slo else "no",
                     _fmt(c.get("usd_per_million_output"), 1, 3),
+                    _fmt(c.get("usd_per_million_answer"), 1, 3),
                     _fmt(c.get("usd_per_million_input"), 1, 3),
                     marks,
                 )
@@ -183,9 +220,10 @@ def _html(rep: Report, png: Path) -> str:
             + "</tr>"
         )
     head = (
-        "load", "requests", "errors", "req/s", "out tok/s", "goodput req/s", "SLO attainment", "TTFT p50 ms",
-        f"TTFT {q} ms", "TPOT p50 ms", f"TPOT {q} ms", f"ITL {q} ms", f"pacer lag {q} ms", "meets SLO",
-        "$/M output", "$/M input", "",
+        "load", "requests", "errors", "req/s", "out tok/s", "answer tok/s", "answer share", "thinking",
+        "reasoning count from", "image tok/image (expected)", "goodput req/s", "SLO attainment",
+        "TTFT p50 ms", f"TTFT {q} ms", "1st answer p50 ms", f"1st answer {q} ms", "TPOT p50 ms", f"TPOT {q} ms",
+        f"ITL {q} ms", f"pacer lag {q} ms", "meets SLO", "$/M output", "$/M answer", "$/M input", "",
     )  # fmt: skip
     img = base64.b64encode(png.read_bytes()).decode() if png.is_file() else ""
     m = rep.meta

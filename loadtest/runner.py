@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import gevent
 from locust.env import Environment
@@ -25,51 +24,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from loadtest.gpu_usage import GpuUsageSource
 from loadtest.pacer import PoissonPacer
 from loadtest.records import JsonlWriter
+from loadtest.runmeta import RECORDS, RUN_META, LevelWindow, RunMeta
 from loadtest.user import OpenAIStreamUser, UserConfig
 
-RECORDS = "records.jsonl"
-RUN_META = "run.json"
+__all__ = ["RECORDS", "RUN_META", "LevelWindow", "Mode", "RunMeta", "run_level", "run_sweep"]
 
 
 class Mode(StrEnum):
     CONCURRENCY = "concurrency"  # closed loop: N users, each sends again when its reply ends
     RATE = "rate"  # open loop: Poisson arrivals at N requests/s, at most max_in_flight at once
-
-
-@dataclass
-class LevelWindow:
-    load: float
-    start_ts: float  # Unix time the measured window opened (after warm-up)
-    window_s: float
-    users: int
-    gpu_samples: list[tuple[float, int]] = field(default_factory=list)  # (unix time, GPUs)
-    replicas: int = 0
-    gpu_type: str = ""
-
-
-@dataclass
-class RunMeta:
-    mode: str
-    scenario: str
-    host: str
-    model: str
-    levels: list[LevelWindow]
-    warmup_s: float
-    duration_s: float
-    started: float
-    finished: float = 0.0
-    gpu_source: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def load(cls, path: Path) -> RunMeta:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        d["levels"] = [
-            LevelWindow(**{**lv, "gpu_samples": [tuple(x) for x in lv["gpu_samples"]]}) for lv in d["levels"]
-        ]
-        return cls(**d)
 
 
 def _user_class(cfg: UserConfig) -> type[OpenAIStreamUser]:

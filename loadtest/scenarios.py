@@ -10,6 +10,8 @@ A scenario file (see ``loadtest/scenarios/*.yaml`` and the README)::
     ignore_eos: true           # ask the engine to generate exactly max_tokens (SGLang / vLLM)
     shared_prefix_tokens: 0    # a system prompt every request of the scenario shares
     turns: null                # multi-turn: a distribution of turns per conversation
+    reasoning_tokens: null     # thinking requests: a distribution of reasoning lengths, sent as a hint
+    images: null               # vision: {count, sizes: [[w, h], …], variants}; see loadtest.vision
 
 Prompts are synthetic words drawn from a small vocabulary of common English words, most of which
 are one token in BPE vocabularies; ``prompt_tokens`` is therefore approximate — the server's
@@ -23,11 +25,18 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
+from loadtest.vision import image_tokens, screenshot_data_url
+
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+# The request-body extension field that carries a thinking request's sampled reasoning length. The
+# simulator may honour it (generate that many reasoning tokens before the answer); real engines
+# ignore unknown fields, and the gateway forwards them untouched.
+REASONING_HINT_FIELD = "x_reasoning_tokens"
 
 # --- length distributions: a registry, each a sampler from its parameters ------------------------
 
@@ -91,6 +100,49 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the field."""
 
 
+DEFAULT_QUESTIONS = (
+    "What is on this screen?",
+    "Which error does this screenshot show, and how do I fix it?",
+    "Describe the layout of this window.",
+    "What changed between these screenshots?",
+    "Read the text in the side bar.",
+)
+
+
+@dataclass(frozen=True)
+class Images:
+    """Vision requests: how many screenshots each carries and of which sizes (picked uniformly)."""
+
+    count: Dist
+    sizes: tuple[tuple[int, int], ...]
+    variants: int = 8  # different pictures per size (an engine's image cache cannot serve them all)
+    questions: tuple[str, ...] = DEFAULT_QUESTIONS
+
+    @classmethod
+    def parse(cls, where: str, spec: Any) -> Images:
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"{where}: a mapping with count and sizes")
+        unknown = set(spec) - {"count", "sizes", "variants", "questions"}
+        if unknown:
+            raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
+        sizes = spec.get("sizes")
+        if not isinstance(sizes, list) or not sizes:
+            raise ScenarioError(f"{where}.sizes: a non-empty list of [width, height]")
+        parsed = []
+        for i, wh in enumerate(sizes):
+            ok = isinstance(wh, list | tuple) and len(wh) == 2 and all(isinstance(x, int) and x >= 1 for x in wh)
+            if not ok:
+                raise ScenarioError(f"{where}.sizes[{i}]: [width, height] in pixels (got {wh!r})")
+            parsed.append((int(wh[0]), int(wh[1])))
+        variants = spec.get("variants", 8)
+        if not isinstance(variants, int) or variants < 1:
+            raise ScenarioError(f"{where}.variants: a positive integer (got {variants!r})")
+        questions = spec.get("questions", list(DEFAULT_QUESTIONS))
+        if not isinstance(questions, list) or not questions or not all(isinstance(q, str) for q in questions):
+            raise ScenarioError(f"{where}.questions: a non-empty list of strings")
+        return cls(Dist.parse(f"{where}.count", spec.get("count", 1)), tuple(parsed), variants, tuple(questions))
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -105,12 +157,28 @@ class Scenario:
     max_conversation_tokens: int = 200_000
     temperature: float | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    reasoning_tokens: Dist | None = None  # thinking requests: reasoning length, output_tokens is the answer
+    images: Images | None = None
+
+    def mean_reasoning_tokens(self) -> float | None:
+        """Mean reasoning tokens per request (thinking share × mean length); None when unspecified."""
+        if self.reasoning_tokens is None:
+            return None
+        return self.thinking_ratio * self.reasoning_tokens.mean()
+
+    def mean_image_tokens(self) -> float:
+        """Mean expected image prompt tokens per request (sizes are picked uniformly)."""
+        if self.images is None:
+            return 0.0
+        per_image = sum(image_tokens(w, h) for w, h in self.images.sizes) / len(self.images.sizes)
+        return self.images.count.mean() * per_image
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "scenario") -> Scenario:
         known = {
             "name", "description", "prompt_tokens", "output_tokens", "thinking_ratio", "max_tokens",
             "ignore_eos", "shared_prefix_tokens", "turns", "max_conversation_tokens", "temperature", "extra_body",
+            "reasoning_tokens", "images",
         }  # fmt: skip
         unknown = set(data) - known
         if unknown:
@@ -137,6 +205,12 @@ class Scenario:
             max_conversation_tokens=int(data.get("max_conversation_tokens", 200_000)),
             temperature=data.get("temperature"),
             extra_body=dict(data.get("extra_body") or {}),
+            reasoning_tokens=(
+                Dist.parse(f"{where}.reasoning_tokens", data["reasoning_tokens"])
+                if data.get("reasoning_tokens") is not None
+                else None
+            ),
+            images=Images.parse(f"{where}.images", data["images"]) if data.get("images") is not None else None,
         )
 
 
@@ -145,7 +219,8 @@ def builtin_scenarios() -> dict[str, Path]:
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A built-in scenario by name (chat, coding_agent, rag, long_context) or a YAML file path."""
+    """A built-in scenario by name (chat, coding_agent, rag, long_context, agent_thinking, vision) or a
+    YAML file path."""
     builtin = builtin_scenarios()
     path = builtin.get(str(name_or_path), Path(name_or_path))
     if not path.is_file():
@@ -198,6 +273,15 @@ def text_pool() -> TextPool:
     return _POOL
 
 
+class PlannedRequest(NamedTuple):
+    body: dict[str, Any]
+    thinking: bool
+    output_tokens: int  # sampled answer length (total output when the scenario has no reasoning_tokens)
+    reasoning_tokens_hint: int | None = None
+    images: int = 0
+    image_tokens_expected: int = 0
+
+
 @dataclass
 class Conversation:
     """The requests one simulated user sends: single-shot, or a multi-turn conversation whose
@@ -206,19 +290,37 @@ class Conversation:
     scenario: Scenario
     model: str
     rng: random.Random
-    messages: list[dict[str, str]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
     turns_left: int = 0
     history_tokens: int = 0
 
-    def _system(self) -> list[dict[str, str]]:
+    def _system(self) -> list[dict[str, Any]]:
         n = self.scenario.shared_prefix_tokens
         if not n:
             return []
         # The same words for every user: a prefix the engine's cache can share.
         return [{"role": "system", "content": " ".join(text_pool().words[:n])}]
 
-    def next_request(self) -> tuple[dict[str, Any], bool, int]:
-        """(request body, thinking on?, sampled output length)."""
+    def _user_content(self, n_prompt: int) -> tuple[str | list[dict[str, Any]], int, int]:
+        """(content, images, expected image tokens): plain text, or screenshots + a question."""
+        sc = self.scenario
+        text = text_pool().text(self.rng, n_prompt)
+        if sc.images is None:
+            return text, 0, 0
+        im = sc.images
+        n = im.count.sample(self.rng)
+        parts: list[dict[str, Any]] = []
+        tokens = 0
+        for _ in range(n):
+            w, h = self.rng.choice(im.sizes)
+            url = screenshot_data_url(w, h, self.rng.randrange(im.variants))
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+            tokens += image_tokens(w, h)
+        parts.append({"type": "text", "text": f"{self.rng.choice(im.questions)}\n{text}"})
+        return parts, n, tokens
+
+    def next_request(self) -> PlannedRequest:
+        """The next request body and what it asks for."""
         sc = self.scenario
         if self.turns_left <= 0 or self.history_tokens > sc.max_conversation_tokens:
             self.messages = self._system()
@@ -226,9 +328,11 @@ class Conversation:
             self.turns_left = sc.turns.sample(self.rng) if sc.turns else 1
         n_prompt = sc.prompt_tokens.sample(self.rng)
         n_out = sc.output_tokens.sample(self.rng)
-        self.messages.append({"role": "user", "content": text_pool().text(self.rng, n_prompt)})
-        self.history_tokens += n_prompt
+        content, n_images, img_tokens = self._user_content(n_prompt)
+        self.messages.append({"role": "user", "content": content})
+        self.history_tokens += n_prompt + img_tokens
         thinking = self.rng.random() < sc.thinking_ratio
+        hint = sc.reasoning_tokens.sample(self.rng) if thinking and sc.reasoning_tokens is not None else None
         body: dict[str, Any] = {
             "model": self.model,
             "messages": list(self.messages),
@@ -236,8 +340,10 @@ class Conversation:
             "stream_options": {"include_usage": True},
             "chat_template_kwargs": {"enable_thinking": thinking},
         }
+        if hint is not None:
+            body[REASONING_HINT_FIELD] = hint
         if sc.max_tokens == "output":
-            body["max_tokens"] = n_out
+            body["max_tokens"] = n_out + (hint or 0)  # room for the thinking and then the answer
         elif isinstance(sc.max_tokens, int):
             body["max_tokens"] = sc.max_tokens
         if sc.ignore_eos:
@@ -246,7 +352,7 @@ class Conversation:
             body["temperature"] = sc.temperature
         body.update(sc.extra_body)
         self.turns_left -= 1
-        return body, thinking, n_out
+        return PlannedRequest(body, thinking, n_out, hint, n_images, img_tokens)
 
     def record_answer(self, n_tokens: int) -> None:
         """Multi-turn: append a stand-in assistant turn of the answer's length to the history."""

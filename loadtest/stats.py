@@ -62,18 +62,27 @@ class PointSummary:
     requests: int
     errors: int
     throughput_rps: float
-    output_tokens_per_s: float
+    output_tokens_per_s: float  # reasoning + answer
     input_tokens_per_s: float
     goodput_rps: float  # requests/s that met the SLO individually
     slo_attainment: float  # share of requests that met the SLO individually
     meets_slo: bool  # the SLO's percentile of TTFT and TPOT are both within their objectives
     ttft_s: dict[str, float] = field(default_factory=dict)
+    ttfa_s: dict[str, float] = field(default_factory=dict)  # time to first answer token
     tpot_s: dict[str, float] = field(default_factory=dict)
     itl_s: dict[str, float] = field(default_factory=dict)
     e2e_s: dict[str, float] = field(default_factory=dict)
     pacer_lag_s: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    answer_tokens_per_s: float = 0.0
+    reasoning_tokens_per_s: float = 0.0
+    reasoning_tokens: int = 0
+    answer_tokens: int = 0
+    reasoning_tokens_sources: dict[str, int] = field(default_factory=dict)  # requests per source
+    thinking_requests: int = 0
+    images: int = 0
+    image_tokens_expected: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return _nan_to_none(asdict(self))
@@ -100,6 +109,11 @@ def summarize(records: Sequence[RequestRecord], *, load: float, duration_s: floa
     itl = [x for r in ok for x in r.itl_s]
     good = sum(1 for r in measured if slo.request_meets(r))
     completion = sum(r.completion_tokens for r in ok)
+    reasoning = sum(r.reasoning_tokens for r in ok)
+    answer = sum(r.answer_tokens for r in ok)
+    sources: dict[str, int] = {}
+    for r in ok:
+        sources[r.reasoning_tokens_source] = sources.get(r.reasoning_tokens_source, 0) + 1
     prompt = sum(r.prompt_tokens for r in ok)
     ttft_q = percentile(ttft, slo.percentile)
     tpot_q = percentile(tpot, slo.percentile) if tpot else 0.0
@@ -116,12 +130,21 @@ def summarize(records: Sequence[RequestRecord], *, load: float, duration_s: floa
         slo_attainment=(good / len(measured)) if measured else 0.0,
         meets_slo=meets,
         ttft_s=_dist(ttft),
+        ttfa_s=_dist([r.ttfa_s for r in ok if r.ttfa_s is not None]),
         tpot_s=_dist(tpot),
         itl_s=_dist(itl),
         e2e_s=_dist([r.e2e_s for r in ok]),
         pacer_lag_s=_dist([r.pacer_lag_s for r in measured if r.pacer_lag_s is not None]),
         prompt_tokens=prompt,
         completion_tokens=completion,
+        answer_tokens_per_s=answer / duration_s,
+        reasoning_tokens_per_s=reasoning / duration_s,
+        reasoning_tokens=reasoning,
+        answer_tokens=answer,
+        reasoning_tokens_sources=sources,
+        thinking_requests=sum(1 for r in ok if r.thinking),
+        images=sum(r.images for r in ok),
+        image_tokens_expected=sum(r.image_tokens_expected for r in ok),
     )
 
 

@@ -96,10 +96,13 @@ class OpenAIStreamUser(User):
         if time.monotonic() >= cfg.stop_at:
             gevent.sleep(0.05)  # the measured window is over; let the runner stop this user
             return
-        body, thinking, _ = self.conversation.next_request()
-        record = self._send(json.dumps(body).encode(), thinking)
+        planned = self.conversation.next_request()
+        record = self._send(json.dumps(planned.body).encode(), planned.thinking)
         record.pacer_lag_s = lag
-        self.conversation.record_answer(record.completion_tokens)
+        record.reasoning_tokens_hint = planned.reasoning_tokens_hint
+        record.images = planned.images
+        record.image_tokens_expected = planned.image_tokens_expected
+        self.conversation.record_answer(record.answer_tokens)  # past thinking is not replayed
         if cfg.writer is not None:
             cfg.writer.write(record)
 
@@ -140,11 +143,17 @@ class OpenAIStreamUser(User):
         )
         if timing is not None:
             record.ttft_s = timing.ttft_s
+            record.ttfa_s = timing.ttfa_s
             record.tpot_s = timing.tpot_s
             record.itl_s = timing.itl_s
             record.prompt_tokens = timing.prompt_tokens
             record.completion_tokens = timing.tokens
+            record.reasoning_tokens = timing.reasoning_tokens
+            record.answer_tokens = timing.answer_tokens
+            record.reasoning_tokens_source = timing.reasoning_tokens_source
             record.events = timing.events
+            record.reasoning_events = timing.reasoning_events
+            record.answer_events = timing.answer_events
             record.usage_reported = timing.usage_reported
             record.cached_tokens = timing.cached_tokens
         self._report(record)
@@ -165,6 +174,10 @@ class OpenAIStreamUser(User):
         if r.ok and r.ttft_s is not None:
             events.request.fire(
                 request_type="TTFT", name=name, response_time=r.ttft_s * 1000.0, response_length=0, exception=None
+            )
+        if r.ok and r.ttfa_s is not None:
+            events.request.fire(
+                request_type="TTFA", name=name, response_time=r.ttfa_s * 1000.0, response_length=0, exception=None
             )
         if r.ok and r.tpot_s is not None:
             events.request.fire(

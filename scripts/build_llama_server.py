@@ -13,9 +13,10 @@ rejected with the reason and the next configuration of the ladder is built:
     baseline        no vector extensions beyond the x86-64 baseline: last resort
 
 ``LLAMA_CONFIGS=portable`` (comma-separated names) replaces the ladder, e.g. for images that must
-run on other CPUs. The cache stamp ``<cache>/bin/llama-server.json`` records the configuration, the
-compiler flags of ggml's CPU backend, and the CPU features the binary was proven on; a later run
-reuses the binary only where the compiler sees the same features and version.
+run on other CPUs. Every binary built is kept in ``<cache>/variants/<config>/`` (``make bench``
+compares their tokens/s side by side). The cache stamp ``<cache>/bin/llama-server.json`` records
+the configuration, the compiler flags of ggml's CPU backend, and the CPU features the binary was
+proven on; a later run reuses the binary only where the compiler sees the same features and version.
 """
 
 from __future__ import annotations
@@ -274,8 +275,8 @@ def main() -> int:
     machine = Machine.probe()
     configs = ladder(machine)
     if out.exists() and stamp.exists():
-        record = json.loads(stamp.read_text())
-        if record.get("valid_for") == machine.fingerprint and record.get("config") in {c.name for c in configs}:
+        cached = json.loads(stamp.read_text())
+        if cached.get("valid_for") == machine.fingerprint and cached.get("config") in {c.name for c in configs}:
             return 0
         say(f"the cached binary was proven on other CPU features or another configuration ({stamp}); rebuilding")
     gguf = shipped_gguf()
@@ -286,7 +287,10 @@ def main() -> int:
         started = time.monotonic()
         say(f"building configuration {config.name!r} ({config.note}); first time only, ~6 min on 2 cores")
         log = cache / f"build-{config.name}.log"
-        binary = build(src, cache / "build", config, log)
+        built = build(src, cache / "build", config, log)
+        binary = cache / "variants" / config.name / "llama-server"  # kept: for diagnosis and make bench
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built, binary)
         say(f"  built in {time.monotonic() - started:.0f} s; smoke generation on {gguf.name}…")
         try:
             smoke = smoke_generate(binary, gguf, log=cache / f"smoke-{config.name}.log")
@@ -295,7 +299,7 @@ def main() -> int:
             rejected.append({"config": config.name, "reason": e.summary})
             continue
         shutil.copy2(binary, out)
-        record = {
+        record: dict[str, object] = {
             "package": f"{PACKAGE}=={VERSION}",
             "config": config.name,
             "cmake_options": list(config.options),
@@ -306,7 +310,9 @@ def main() -> int:
             "smoke": smoke,
             "rejected": rejected,
         }
-        stamp.write_text(json.dumps(record, indent=2) + "\n")
+        text = json.dumps(record, indent=2) + "\n"
+        stamp.write_text(text)
+        (binary.parent / "llama-server.json").write_text(text)
         say(f"OK {config.name!r}: {smoke['tokens']} tokens in {smoke['seconds']:.2f} s → {out}")
         return 0
     say("no configuration passed the smoke generation:")

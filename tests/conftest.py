@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root, the shared reference folder, free ports."""
+"""Shared fixtures: the repository root, the in-repo reference data, free ports."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
+# Test-only reference data (vLLM's option table, the KubeRay CRDs); provenance in its README.md.
+# SGLang's option table ships with the package: serving.engines.reference.SGLANG_FLAGS.
+REFERENCE = ROOT / "tests" / "data" / "reference"
 
 
 def free_port() -> int:
@@ -25,21 +26,37 @@ def free_port() -> int:
 
 @pytest.fixture
 def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.fail(f"../shared/reference not found beside the checkout ({REFERENCE})")
     return REFERENCE
+
+
+def load_script(name: str) -> Any:
+    """scripts/<name>.py as a module (scripts are not part of the package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
 def build():
-    """scripts/build_llama_server.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("build_llama_server", ROOT / "scripts" / "build_llama_server.py")
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_llama_server"] = module
-    spec.loader.exec_module(module)
-    return module
+    """scripts/build_llama_server.py as a module."""
+    return load_script("build_llama_server")
+
+
+@pytest.fixture(scope="session")
+def sglang_wheel() -> Path:
+    """SGLang 0.5.23's wheel unpacked in .cache/engines/ (``make engine-wheels`` fetches it; so does
+    this fixture on first use)."""
+    wheels = load_script("engine_wheels")
+    try:
+        return Path(wheels.fetch("sglang", "0.5.23"))
+    except wheels.FetchError as e:
+        pytest.fail(f"SGLang's wheel is needed to check against SGLang's own code: {e}", pytrace=False)
 
 
 def start_uvicorn(app: Any, **config: Any) -> tuple[Any, threading.Thread, str]:
@@ -63,3 +80,11 @@ def start_uvicorn(app: Any, **config: Any) -> tuple[Any, threading.Thread, str]:
 def stop_uvicorn(server: Any, thread: threading.Thread) -> None:
     server.should_exit = True
     thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def sglang(sglang_wheel: Path) -> Any:
+    """SGLang's own request/response models and metric names (tests/sglang_oracle.py)."""
+    from tests.sglang_oracle import SGLang
+
+    return SGLang(sglang_wheel)

@@ -1,6 +1,6 @@
 """GPU hardware profiles: the one place that knows what a GPU type can hold and do.
 
-Figures are vendor specifications (see ../shared/reference/qwen36.md). ``memory_bytes`` is the
+Figures are vendor specifications (see the team notes qwen36.md). ``memory_bytes`` is the
 usable device memory as the driver reports it, not the marketing number.
 """
 

@@ -1,4 +1,4 @@
-"""Model presets: the facts each served model carries (../shared/reference/qwen36.md).
+"""Model presets: the facts each served model carries (model-card and cookbook figures; team notes qwen36.md).
 
 A preset fills every setting a user leaves unset: weights, parsers, context, sampling defaults.
 Memory facts drive the load-time fit check, the simulator's timing model and the capacity planner.
@@ -59,6 +59,16 @@ class ModelPreset:
     @property
     def is_gguf(self) -> bool:
         return self.family == "gguf"
+
+    @property
+    def tp_choices(self) -> list[int]:
+        """Tensor-parallel sizes that divide the attention heads evenly."""
+        return [d for d in range(1, self.attention_heads + 1) if self.attention_heads % d == 0]
+
+    @property
+    def hybrid_attention(self) -> bool:
+        """Gated-DeltaNet (linear attention, recurrent state) layers beside full attention."""
+        return self.state_bytes_bf16 > 0
 
     def state_bytes(self, ssm_dtype: str) -> int:
         return self.state_bytes_fp32 if ssm_dtype == "float32" else self.state_bytes_bf16

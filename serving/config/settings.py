@@ -39,6 +39,38 @@ class EngineKind(StrEnum):
     LLAMACPP = "llamacpp"
     SIMULATOR = "simulator"
 
+    @property
+    def reserves_gpus(self) -> bool:
+        """Engines that run on (real or, for the simulator, emulated) GPUs; llama.cpp runs on CPU."""
+        return self is not EngineKind.LLAMACPP
+
+
+class ModelDtype(StrEnum):
+    AUTO = "auto"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class KvCacheDtype(StrEnum):
+    AUTO = "auto"
+    FP8_E4M3 = "fp8_e4m3"
+    FP8_E5M2 = "fp8_e5m2"
+    BF16 = "bf16"
+
+
+class SpeculativeAlgorithm(StrEnum):
+    NEXTN = "NEXTN"  # the model's own MTP head (SGLang's name; "MTP" parses there but fails at start-up)
+    EAGLE = "EAGLE"
+    EAGLE3 = "EAGLE3"
+    STANDALONE = "STANDALONE"
+    NGRAM = "NGRAM"
+
+
+class SsmDtype(StrEnum):
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
 
 class RoutingPolicy(StrEnum):
     LEAST_OUTSTANDING = "least_outstanding"
@@ -52,9 +84,9 @@ class ModelSettings(Section):
     path: str | None = Field(None, description="weights: local path, GGUF file or Hugging Face repo id (preset's)")
     revision: str | None = Field(None, description="weights revision (commit or tag) to pin")
     served_name: str | None = Field(None, description="model name clients send; must not contain ':'")
-    dtype: str = Field("auto", description="activation dtype: auto | bfloat16 | float16")
+    dtype: ModelDtype = Field(ModelDtype.AUTO, description="activation dtype")
     quantization: str | None = Field(None, description="weight quantization override (e.g. fp8); preset's if unset")
-    kv_cache_dtype: str = Field("auto", description="KV cache dtype: auto | fp8_e4m3 | fp8_e5m2 | bf16")
+    kv_cache_dtype: KvCacheDtype = Field(KvCacheDtype.AUTO, description="KV cache dtype (fp8 halves KV memory)")
     allow_long_context: bool = Field(False, description="allow a context above the model's native maximum")
 
     @field_validator("preset")
@@ -130,10 +162,17 @@ class ToolSettings(Section):
 
 class SpeculativeSettings(Section):
     enabled: bool = Field(True, description="NEXTN (MTP) speculative decoding, when the model has an MTP head")
-    algorithm: str = Field("NEXTN", description="NEXTN (MTP head) | EAGLE | EAGLE3 | NGRAM")
+    algorithm: SpeculativeAlgorithm = Field(SpeculativeAlgorithm.NEXTN, description="NEXTN uses the MTP head")
     num_steps: int = Field(3, ge=1, le=16)
     eagle_topk: int = Field(1, ge=1, le=16)
     num_draft_tokens: int = Field(4, ge=1, le=64)
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _mtp_is_spelled_nextn(cls, v: object) -> object:
+        if v == "MTP":
+            raise ValueError("'MTP' parses in SGLang but fails at start-up: use NEXTN (it drafts with the MTP head)")
+        return v
 
 
 class MemorySettings(Section):
@@ -142,7 +181,7 @@ class MemorySettings(Section):
     kv_tokens_per_request: int | None = Field(
         None, ge=1, description="KV tokens to reserve per running request (unset = the full context: no preemption)"
     )
-    mamba_ssm_dtype: str = Field("bfloat16", pattern="^(float32|bfloat16|float16)$")
+    mamba_ssm_dtype: SsmDtype = Field(SsmDtype.BFLOAT16, description="recurrent (GDN) state dtype")
     radix_cache_strategy: str = Field("extra_buffer", pattern="^(auto|no_buffer|extra_buffer|extra_buffer_lazy)$")
     chunked_prefill_size: int | None = Field(None, ge=-1, description="prefill chunk tokens (-1 disables)")
     cuda_graph_max_bs_decode: int | None = Field(None, ge=1)
@@ -206,6 +245,12 @@ class ReplicaSettings(Section):
     startup_timeout_s: float = Field(1800.0, gt=0, description="engine start + weight load before it is failed")
     health_check_period_s: float = Field(10.0, gt=0)
     health_check_timeout_s: float = Field(30.0, gt=0)
+    health_generate_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="engines whose /health does not generate (llama.cpp, vLLM): the health check also "
+        "generates one token, at most this often (0: every check)",
+    )
     drain_grace_s: float = Field(30.0, ge=0, description="in-flight requests get this long on shutdown")
 
 

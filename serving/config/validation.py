@@ -10,8 +10,6 @@ from serving.config.hardware import GIB, GPU_PROFILES
 from serving.config.memory import MemoryFit, kv_tokens_that_fit, memory_fit
 from serving.config.settings import EngineKind, Settings
 
-GPU_ENGINES = {EngineKind.SGLANG, EngineKind.VLLM, EngineKind.SIMULATOR}
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -39,15 +37,11 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 @rule
 def tp_divides_heads(s: Settings) -> Iterator[Problem]:
     heads = s.preset.attention_heads
     if heads % s.parallelism.tp:
-        ok = ", ".join(str(d) for d in _divisors(heads))
+        ok = ", ".join(str(d) for d in s.preset.tp_choices)
         yield Problem(
             "parallelism.tp",
             f"{s.parallelism.tp} does not divide the {heads} attention heads of {s.model.preset}; use one of {ok}",
@@ -111,11 +105,7 @@ def context_within_model(s: Settings) -> Iterator[Problem]:
 
 
 @rule
-def speculative_algorithm_known(s: Settings) -> Iterator[Problem]:
-    valid = {"NEXTN", "EAGLE", "EAGLE3", "STANDALONE", "NGRAM"}
-    if s.speculative.enabled and s.speculative.algorithm not in valid:
-        hint = " (MTP parses but fails at start-up: use NEXTN)" if s.speculative.algorithm == "MTP" else ""
-        yield Problem("speculative.algorithm", f"{s.speculative.algorithm!r} is not one of {sorted(valid)}{hint}")
+def speculative_draft_shape(s: Settings) -> Iterator[Problem]:
     if (
         s.speculative.enabled
         and s.speculative.eagle_topk == 1
@@ -130,7 +120,7 @@ def speculative_algorithm_known(s: Settings) -> Iterator[Problem]:
 @rule
 def gpus_available(s: Settings) -> Iterator[Problem]:
     p = s.parallelism
-    if s.engine.kind in GPU_ENGINES and p.gpus_per_instance > p.gpus_per_node * p.nodes:
+    if s.engine.kind.reserves_gpus and p.gpus_per_instance > p.gpus_per_node * p.nodes:
         yield Problem(
             "parallelism.tp",
             f"tp × pp × dp = {p.gpus_per_instance} GPUs exceeds the {p.gpus_per_node * p.nodes} available "
@@ -177,7 +167,7 @@ def settings_fit(s: Settings, *, running: int | None, tp: int | None = None) -> 
 
 @rule
 def memory_fits(s: Settings) -> Iterator[Problem]:
-    if s.engine.kind not in GPU_ENGINES or s.preset.is_gguf:
+    if not s.engine.kind.reserves_gpus or s.preset.is_gguf:
         return
     p, m = s.parallelism, s.memory
     if s.preset.attention_heads % p.tp:
@@ -197,7 +187,7 @@ def memory_fits(s: Settings) -> Iterator[Problem]:
     hints = []
     if fit.max_running >= 1:
         hints.append(f"memory.max_running_requests ≤ {fit.max_running}")
-    for tp in _divisors(s.preset.attention_heads):
+    for tp in s.preset.tp_choices:
         possible = tp > p.tp and tp * p.pp <= p.gpus_per_node * p.nodes
         if possible and settings_fit(s, running=fit.running, tp=tp).fits:
             hints.append(f"parallelism.tp={tp}")

@@ -53,12 +53,18 @@ def _fail(exc: Exception) -> None:
 
 
 @deploy_app.command("serve-config")
-def serve_config_cmd(files: ValuesOpt = None) -> None:
+def serve_config_cmd(
+    files: ValuesOpt = None,
+    expand: Annotated[
+        bool, typer.Option("--expand", help="add the deployments' options derived at deploy time")
+    ] = False,
+) -> None:
     """Print the serveConfigV2 the chart renders for these values (settings validated first)."""
-    from serving.deploy.serve_config import serve_config
+    from serving.deploy.serve_config import expanded_serve_config, serve_config
 
     try:
-        cfg = serve_config(load_values(files).get("settings") or {})
+        settings = load_values(files).get("settings") or {}
+        cfg = expanded_serve_config(settings) if expand else serve_config(settings)
     except (ConfigError, ValueError) as exc:
         _fail(exc)
     typer.echo(yaml.safe_dump(cfg, sort_keys=False), nl=False)
@@ -74,6 +80,14 @@ def settings_cmd(files: ValuesOpt = None) -> None:
     typer.echo(yaml.safe_dump(settings, sort_keys=False), nl=False)
 
 
+def _print_or_write(text: str, path: Path, write: bool) -> None:
+    if write:
+        path.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {path}")
+    else:
+        typer.echo(text, nl=False)
+
+
 @deploy_app.command("schema")
 def schema_cmd(
     write: Annotated[bool, typer.Option("--write", help="rewrite helm/qwen-serve/values.schema.json")] = False,
@@ -81,12 +95,17 @@ def schema_cmd(
     """Print (or write) the chart's values.schema.json with its settings part regenerated."""
     from serving.deploy.schema import SCHEMA_FILE, render_schema
 
-    text = render_schema()
-    if write:
-        SCHEMA_FILE.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {SCHEMA_FILE}")
-    else:
-        typer.echo(text, nl=False)
+    _print_or_write(render_schema(), SCHEMA_FILE, write)
+
+
+@deploy_app.command("helpers")
+def helpers_cmd(
+    write: Annotated[bool, typer.Option("--write", help="rewrite helm/qwen-serve/templates/_generated.tpl")] = False,
+) -> None:
+    """Print (or write) the chart's generated helpers: preset repos, ingress env, setting defaults."""
+    from serving.deploy.chart_helpers import HELPERS_FILE, render_helpers
+
+    _print_or_write(render_helpers(), HELPERS_FILE, write)
 
 
 @deploy_app.command("k8s-base")

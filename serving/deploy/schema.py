@@ -3,7 +3,7 @@
 Pydantic gives the shape (types, bounds, unknown keys refused); :func:`settings_schema` adds the
 cross-field rules JSON Schema can say (TP must divide the preset's attention heads, pipeline
 parallel excludes MTP) and the chart's own limits (no secrets in values, a fixed engine port).
-Rules it cannot say (min ≤ max replicas, …) are ``fail`` calls in the chart's templates.
+Rules it cannot say (min ≤ max replicas, …) run in Python when the app is built at deploy time.
 ``serving deploy schema --write`` refreshes the file; a test fails when it drifts.
 """
 
@@ -28,14 +28,12 @@ def _clean(node: Any) -> Any:
     return node
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _tp_rules() -> list[dict[str, Any]]:
     by_heads: dict[int, list[str]] = {}
+    choices: dict[int, list[int]] = {}
     for name, preset in PRESETS.items():
         by_heads.setdefault(preset.attention_heads, []).append(name)
+        choices[preset.attention_heads] = preset.tp_choices
     rules = []
     for heads, names in sorted(by_heads.items()):
         rules.append(
@@ -49,7 +47,7 @@ def _tp_rules() -> list[dict[str, Any]]:
                         "parallelism": {
                             "properties": {
                                 "tp": {
-                                    "enum": _divisors(heads),
+                                    "enum": choices[heads],
                                     "description": f"{', '.join(names)} have {heads} attention heads: tp must "
                                     "divide them",
                                 }

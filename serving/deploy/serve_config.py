@@ -1,12 +1,12 @@
 """The Ray Serve config (KubeRay ``serveConfigV2``) for a settings mapping.
 
-This is the reference the chart's ``qwen-serve.serveConfig`` template must reproduce (a test
-renders the chart and compares). The application is built by :data:`IMPORT_PATH` from
-``args.settings`` (the values' ``settings:`` block verbatim); the ``deployments:`` entries repeat
-the options the builders compute in code (``engine_deployment_options``,
-``gateway_deployment_options``) so the Ray dashboard shows them and KubeRay can diff configs.
-The one Kubernetes-only addition: the gateway asks for a custom resource that only the GPU-less
-head pod advertises, which pins it there.
+The chart's ``qwen-serve.serveConfig`` template must reproduce it (a test renders the chart and
+compares). It is thin on purpose: the values' ``settings:`` block goes verbatim to
+:data:`IMPORT_PATH`, which validates it and derives every Serve option in code
+(``engine_deployment_options``, ``gateway_deployment_options``) at deploy time; settings that
+cannot run fail the application with the same message as ``serving config validate``. The one
+Kubernetes-only addition: the gateway asks for a custom resource that only the GPU-less head pod
+advertises (``gateway_resources``), which pins it there.
 """
 
 from __future__ import annotations
@@ -21,24 +21,9 @@ IMPORT_PATH = "serving.app:app_builder"
 GATEWAY_RESOURCE = "qwen_serve_gateway"
 
 
-def _plain(value: Any) -> Any:
-    """Options as plain YAML data (the Serve config file form)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def serve_config(settings: Mapping[str, Any]) -> dict[str, Any]:
     """serveConfigV2 for a values ``settings:`` mapping; raises ConfigError if the settings cannot run."""
-    from serving.gateway.deployment import gateway_deployment_options
-    from serving.replica.deployment import engine_deployment_options
-
     s = load_settings(overrides=settings, env={})
-    gateway = _plain(gateway_deployment_options(s))
-    gateway["ray_actor_options"] = {**gateway.get("ray_actor_options", {}), "resources": {GATEWAY_RESOURCE: 1}}
-    engine = _plain(engine_deployment_options(s))
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "0.0.0.0", "port": s.gateway.port},
@@ -47,15 +32,28 @@ def serve_config(settings: Mapping[str, Any]) -> dict[str, Any]:
                 "name": s.ray.app_name,
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
-                "args": {"settings": dict(settings)},
-                "deployments": [gateway, engine],
+                "args": {"settings": dict(settings), "gateway_resources": {GATEWAY_RESOURCE: 1}},
             }
         ],
     }
 
 
-def deployment_names(settings: Mapping[str, Any]) -> tuple[str, str]:
-    """(gateway, engine) deployment names as the builders set them."""
+def expanded_serve_config(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`serve_config` plus the ``deployments:`` the builder derives at deploy time (for people
+    and diffs: ``serving deploy serve-config --expand``)."""
+    from serving.app import deployment_options
+
     cfg = serve_config(settings)
-    gateway, engine = cfg["applications"][0]["deployments"]
-    return gateway["name"], engine["name"]
+    app = cfg["applications"][0]
+    s = load_settings(overrides=settings, env={})
+    opts = deployment_options(s, gateway_resources=app["args"]["gateway_resources"])
+    app["deployments"] = [_plain(o) for o in opts.values()]
+    return cfg
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -7,8 +7,11 @@ Contract:
 - The engine, once started, serves the OpenAI routes ``/v1/chat/completions``, ``/v1/completions``
   and ``/v1/models`` on rank 0 (SSE ``data: {...}`` lines when streaming, one JSON object otherwise,
   an OpenAI-shaped ``{"error": {...}}`` body with a 4xx/5xx status on failure).
-- ``health_path`` answers 200 only when the engine can generate; ``metrics_path`` serves Prometheus
-  text from which ``parse_load`` reads running and queued requests.
+- ``health_path`` answers 200 while the engine is up; when ``health_generates`` is true it also
+  proves the engine can generate (SGLang's runs a 1-token generation), otherwise the replica's health
+  check adds a 1-token ``/v1/completions`` of its own (rate-limited by
+  ``replica.health_generate_interval_s``). ``metrics_path`` serves Prometheus text from which
+  ``parse_load`` reads running and queued requests.
 - ``reasoning_field`` is the name the engine gives reasoning text; the gateway renames it to
   ``reasoning_content`` when it differs.
 """
@@ -82,21 +85,22 @@ class EngineLoad:
 
 
 def prom_value(text: str, name: str) -> float:
-    """Sum every sample of a Prometheus gauge/counter ``name`` in exposition text (0 if absent)."""
-    total = 0.0
-    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})?\s+(\S+)", re.MULTILINE)
-    for m in pattern.finditer(text):
-        try:
-            total += float(m.group(1))
-        except ValueError:
-            continue
-    return total
+    """Sum every sample named ``name`` (any labels) in Prometheus exposition text; 0 if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 class Engine(ABC):
     kind: ClassVar[EngineKind]
     reasoning_field: ClassVar[str] = "reasoning_content"
     health_path: ClassVar[str] = "/health"
+    health_generates: ClassVar[bool] = False
     metrics_path: ClassVar[str] = "/metrics"
     running_metric: ClassVar[str]
     queued_metric: ClassVar[str]

@@ -8,8 +8,6 @@ from serving.config.settings import EngineKind, Settings
 from serving.config.validation import resolved_max_running
 from serving.engines.base import Engine, LaunchPlan, RankPlan
 
-HYBRID_FAMILIES = {"qwen3.6-dense", "qwen3.6-moe"}
-
 
 def sglang_args(s: Settings, *, host: str, port: int) -> list[str]:
     """Every option of one SGLang instance except the per-rank multi-node ones."""
@@ -45,7 +43,7 @@ def sglang_args(s: Settings, *, host: str, port: int) -> list[str]:
     # Explicit: with speculative decoding on, SGLang otherwise silently caps it at 48.
     a += ["--max-running-requests", str(resolved_max_running(s))]
     a += ["--mem-fraction-static", str(m.mem_fraction)]
-    if spec.family in HYBRID_FAMILIES:
+    if spec.hybrid_attention:
         a += ["--mamba-radix-cache-strategy", m.radix_cache_strategy, "--mamba-ssm-dtype", m.mamba_ssm_dtype]
     if m.chunked_prefill_size is not None:
         a += ["--chunked-prefill-size", str(m.chunked_prefill_size)]
@@ -65,6 +63,7 @@ class SGLangEngine(Engine):
     kind: ClassVar[EngineKind] = EngineKind.SGLANG
     running_metric = "sglang:num_running_reqs"
     queued_metric = "sglang:num_queue_reqs"
+    health_generates = True  # SGLang's /health runs a 1-token generation through the scheduler
     program: ClassVar[list[str]] = ["python", "-m", "sglang.launch_server"]
 
     def program_argv(self, s: Settings) -> list[str]:

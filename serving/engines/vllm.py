@@ -9,8 +9,6 @@ from serving.config.settings import EngineKind, Settings
 from serving.config.validation import resolved_max_running
 from serving.engines.base import Engine, LaunchPlan, RankPlan
 
-HYBRID_FAMILIES = {"qwen3.6-dense", "qwen3.6-moe"}
-
 
 class VLLMEngine(Engine):
     kind: ClassVar[EngineKind] = EngineKind.VLLM
@@ -46,7 +44,7 @@ class VLLMEngine(Engine):
             cfg = {"method": method, "num_speculative_tokens": s.speculative.num_steps}
             argv += ["--speculative-config", json.dumps(cfg, separators=(",", ":"))]
         argv += ["--max-num-seqs", str(resolved_max_running(s)), "--gpu-memory-utilization", str(m.mem_fraction)]
-        if spec.family in HYBRID_FAMILIES:
+        if spec.hybrid_attention:
             argv += ["--mamba-ssm-cache-dtype", m.mamba_ssm_dtype]
         if m.chunked_prefill_size and m.chunked_prefill_size > 0:
             argv += ["--max-num-batched-tokens", str(m.chunked_prefill_size)]

@@ -38,7 +38,7 @@ from serving.gateway.errors import ApiError, from_upstream, from_validation
 from serving.gateway.presets import apply_presets
 from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, StreamStats, Upstream, Usage
 from serving.gateway.routing import Outstanding, RequestContext, affinity_prefix, make_router
-from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits
+from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits, forwarded_body
 from serving.observability.logging import REQUEST_ID
 from serving.observability.metrics import GatewayMetrics
 from serving.observability.tracing import PROPAGATOR, inject_headers, make_tracer_provider
@@ -466,7 +466,7 @@ class Gateway:
         except ValidationError as exc:
             raise from_validation(exc) from None
         check_limits(req, self.limits, self.settings.resolved_context_length)
-        body: dict[str, Any] = loads(raw)
+        body: dict[str, Any] = forwarded_body(loads(raw), req)
         incoming.model = req.model
         live = await self._live()
         if req.model not in self._known_models(live):

@@ -1,7 +1,8 @@
 """How clients reach the gateway replicas (Ray 2.60). The choice is made by environment variables
 that Serve reads at import time, so they must be in every Ray node's environment before Ray
 starts: ``serving serve`` sets them before ``ray.init``; the Helm chart puts them in the head and
-worker containers (``qwen-serve.ingressEnv``, which mirrors ``_ENV``). See README.md "Ingress path".
+worker containers (``qwen-serve.ingressEnv``, from the generated ``_generated.tpl``). See README.md
+"Ingress path".
 
 The two fast paths also run replica user code on the replica's own event loop
 (``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``; Serve's default is a second thread with its own
@@ -25,6 +26,10 @@ _ENV: dict[IngressPath, dict[str, str]] = {
 }
 
 
+def env_for(path: IngressPath) -> dict[str, str]:
+    return dict(_ENV[path])
+
+
 def ingress_env(s: Settings) -> dict[str, str]:
     """Environment every Ray node needs for ``gateway.ingress``."""
-    return dict(_ENV[s.gateway.ingress])
+    return env_for(s.gateway.ingress)

@@ -59,6 +59,7 @@ class EngineInstance:
         self._workers: list[Any] = []  # Ray actor handles, rank i at index i - 1
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
         self._stopped = False
+        self._last_generated = float("-inf")
 
     @property
     def url(self) -> str:
@@ -164,7 +165,10 @@ class EngineInstance:
                 raise EngineUnhealthy(await w.exit_report.remote())
 
     async def check_health(self) -> None:
-        """Every rank alive and rank 0's health endpoint answering 200 (SGLang: a 1-token generation)."""
+        """Every rank alive, rank 0's health endpoint answering 200, and the engine able to generate:
+        SGLang's /health generates one token itself; for the others (whose /health answers while a
+        stuck scheduler serves nothing) one token is generated here, at most every
+        ``replica.health_generate_interval_s``."""
         timeout = max(0.5, self.settings.replica.health_check_timeout_s * 0.8)
         await self._ranks_alive(timeout)
         try:
@@ -173,6 +177,24 @@ class EngineInstance:
             raise EngineUnhealthy(f"{self.engine.health_path}: {type(e).__name__} {e}") from e
         if r.status_code != 200:
             raise EngineUnhealthy(f"{self.engine.health_path} answered {r.status_code}: {r.text[:200]}")
+        interval = self.settings.replica.health_generate_interval_s
+        if not self.engine.health_generates and time.monotonic() - self._last_generated >= interval:
+            await self._generate_one_token(timeout)
+            self._last_generated = time.monotonic()
+
+    async def _generate_one_token(self, limit_s: float) -> None:
+        body = {"model": self.settings.model.served_name, "prompt": "ok", "max_tokens": 1, "temperature": 0}
+        key = self.settings.engine.api_key
+        headers = {"authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        try:
+            r = await self._client.post(self.url + "/v1/completions", json=body, headers=headers, timeout=limit_s)
+        except httpx.HTTPError as e:
+            raise EngineUnhealthy(
+                f"{self.engine.health_path} answers, but a 1-token generation failed ({type(e).__name__} "
+                f"within {limit_s:g} s): the engine's scheduler is stuck"
+            ) from e
+        if r.status_code != 200:
+            raise EngineUnhealthy(f"a 1-token generation answered {r.status_code}: {r.text[:200]}")
 
     async def load(self) -> float:
         """Running + queued requests, from the engine's Prometheus metrics."""
@@ -224,5 +246,5 @@ class EngineInstance:
             return f"engine {self.engine.kind.value} rank 0 was never started"
         if not self._rank0.alive():
             return self._rank0.failure("exited during start-up").render()
-        what = f"did not become healthy within {timeout_s:g} s (replica.startup_timeout_s)" if timed_out else "failed"
+        what = f"was not ready within {timeout_s:g}s (replica.startup_timeout_s)" if timed_out else "failed"
         return self._rank0.failure(what).render()

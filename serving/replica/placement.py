@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from serving.config.hardware import GpuType
 from serving.config.settings import Settings
-from serving.config.validation import GPU_ENGINES
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Placement:
 
 def uses_gpus(s: Settings) -> bool:
     """GPU engines reserve GPUs unless the settings say the "GPU" is the CPU (llama.cpp, laptops)."""
-    return s.engine.kind in GPU_ENGINES and s.parallelism.gpu_type != GpuType.CPU
+    return s.engine.kind.reserves_gpus and s.parallelism.gpu_type != GpuType.CPU
 
 
 def placement(s: Settings) -> Placement:

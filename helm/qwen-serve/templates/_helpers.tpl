@@ -62,15 +62,6 @@ app.kubernetes.io/part-of: qwen-serve
 {{- if eq $p.gpu_type "cpu" }}0{{ else }}{{ div (mul $p.tp $p.pp $p.dp) $p.nodes }}{{ end }}
 {{- end }}
 
-{{/* Hugging Face repo of each preset (serving/config/presets.py; a unit test keeps them equal). */}}
-{{- define "qwen-serve.presetRepos" -}}
-qwen3.6-27b: Qwen/Qwen3.6-27B
-qwen3.6-27b-fp8: Qwen/Qwen3.6-27B-FP8
-qwen3.6-35b-a3b: Qwen/Qwen3.6-35B-A3B
-qwen3.6-35b-a3b-fp8: Qwen/Qwen3.6-35B-A3B-FP8
-smollm2-135m: ""
-{{- end }}
-
 {{/* The repo the download init container fetches: download.repo, else a repo-id model.path, else the preset's. */}}
 {{- define "qwen-serve.modelRepo" -}}
 {{- $m := .Values.settings.model -}}
@@ -91,35 +82,11 @@ smollm2-135m: ""
 {{- if kindIs "invalid" $a.initial_replicas }}{{ $a.min_replicas }}{{ else }}{{ $a.initial_replicas }}{{ end }}
 {{- end }}
 
-{{/* Rules values.schema.json cannot state. Each names the value and what would work. */}}
+{{/* Rules about the chart's own values that values.schema.json cannot state. Rules about the
+settings tree are Python's alone (serving/config/validation.py): an invalid settings block fails
+the Serve application at deploy time with the same field-naming message as
+`serving config validate`, shown in the RayService status. */}}
 {{- define "qwen-serve.validate" -}}
-{{- $s := .Values.settings -}}
-{{- $p := $s.parallelism -}}
-{{- $a := $s.autoscaling -}}
-{{- if gt (int $a.min_replicas) (int $a.max_replicas) }}
-{{- fail (printf "settings.autoscaling.min_replicas (%v) is above settings.autoscaling.max_replicas (%v)" $a.min_replicas $a.max_replicas) }}
-{{- end }}
-{{- if not (kindIs "invalid" $a.initial_replicas) }}
-{{- if or (lt (int $a.initial_replicas) (int $a.min_replicas)) (gt (int $a.initial_replicas) (int $a.max_replicas)) }}
-{{- fail (printf "settings.autoscaling.initial_replicas (%v) must lie in [min_replicas, max_replicas] = [%v, %v]" $a.initial_replicas $a.min_replicas $a.max_replicas) }}
-{{- end }}
-{{- end }}
-{{- if mod (mul $p.tp $p.pp) $p.nodes }}
-{{- fail (printf "settings.parallelism.nodes (%v) must divide tp × pp = %v: every node holds the same number of ranks" $p.nodes (mul $p.tp $p.pp)) }}
-{{- end }}
-{{- $gpus := include "qwen-serve.gpusPerRank" . | int }}
-{{- if gt $gpus (int $p.gpus_per_node) }}
-{{- fail (printf "settings.parallelism: each node needs %d GPUs (tp × pp × dp / nodes) but gpus_per_node is %v; raise nodes or lower tp/pp" $gpus $p.gpus_per_node) }}
-{{- end }}
-{{- if and (eq $s.engine.kind "llamacpp") (ne $p.gpu_type "cpu") }}
-{{- fail "settings.engine.kind=llamacpp runs on CPU: set settings.parallelism.gpu_type=cpu" }}
-{{- end }}
-{{- if and (has $s.engine.kind (list "sglang" "vllm")) (eq $p.gpu_type "cpu") }}
-{{- fail (printf "settings.engine.kind=%s needs GPUs: set settings.parallelism.gpu_type to h100, h200 or b200" $s.engine.kind) }}
-{{- end }}
-{{- if and (gt (int $p.nodes) 1) (gt (int $p.dp) 1) }}
-{{- fail "settings.parallelism.dp > 1 across nodes is refused by SGLang: raise settings.autoscaling.max_replicas instead" }}
-{{- end }}
 {{- $names := list }}
 {{- range .Values.workerGroups }}
 {{- if has .name $names }}
@@ -141,44 +108,26 @@ smollm2-135m: ""
 {{- end }}
 {{- end }}
 
-{{/* serveConfigV2: must equal serving.deploy.serve_config(settings), which takes the deployment
-options from the builders in code (serving/replica/deployment.py, serving/gateway/deployment.py);
-a test compares them for every profile. */}}
+{{/* serveConfigV2: the settings block, passed through to serving.app:app_builder, which derives
+every Serve option (placement, autoscaling, health, drain) at deploy time. The only Kubernetes fact
+added: the gateway asks for a resource that only the GPU-less head pod advertises. Must equal
+serving.deploy.serve_config(settings); a test compares them for every profile. */}}
 {{- define "qwen-serve.serveConfig" -}}
-{{- $s := .Values.settings -}}
-{{- $p := $s.parallelism -}}
-{{- $a := $s.autoscaling -}}
-{{- $r := $s.replica -}}
-{{- $gpus := include "qwen-serve.gpusPerRank" . | int -}}
-{{- $bundle := dict "CPU" $p.cpus_per_rank -}}
-{{- if gt $gpus 0 }}{{- $_ := set $bundle "GPU" (float64 $gpus) }}{{- end }}
-{{- $bundles := list -}}
-{{- range until (int $p.nodes) }}{{- $bundles = append $bundles $bundle }}{{- end }}
-{{- $autoscaling := dict "min_replicas" $a.min_replicas "max_replicas" $a.max_replicas "target_ongoing_requests" $a.target_load_per_replica "upscale_delay_s" $a.upscale_delay_s "downscale_delay_s" $a.downscale_delay_s "metrics_interval_s" $a.metrics_interval_s "look_back_period_s" $a.look_back_period_s "policy" (dict "policy_function" "serving.replica.autoscaling:engine_load_policy") -}}
-{{- if not (kindIs "invalid" $a.initial_replicas) }}{{- $_ := set $autoscaling "initial_replicas" $a.initial_replicas }}{{- end }}
-{{- /* graceful shutdown: drain + SIGTERM→SIGKILL grace (10 s) + 10 s slack, as the replica computes it */ -}}
-{{- $engine := dict "name" "EngineReplica" "placement_group_bundles" $bundles "placement_group_strategy" (ternary "STRICT_SPREAD" "STRICT_PACK" (gt (int $p.nodes) 1)) "ray_actor_options" (dict "num_cpus" $p.cpus_per_rank "num_gpus" (float64 $gpus)) "autoscaling_config" $autoscaling "health_check_period_s" $r.health_check_period_s "health_check_timeout_s" $r.health_check_timeout_s "graceful_shutdown_timeout_s" (addf $r.drain_grace_s 20) "graceful_shutdown_wait_loop_s" 0.5 "max_ongoing_requests" 64 -}}
-{{- $gateway := dict "name" "gateway" "num_replicas" $s.gateway.replicas "max_ongoing_requests" (add $s.gateway.limits.max_in_flight 16) "ray_actor_options" (dict "num_cpus" 0.5 "resources" (dict "qwen_serve_gateway" 1)) "health_check_period_s" 10.0 "graceful_shutdown_timeout_s" $r.drain_grace_s -}}
-{{- $app := dict "name" (dig "ray" "app_name" "qwen-serve" $s) "route_prefix" "/" "import_path" "serving.app:app_builder" "args" (dict "settings" $s) "deployments" (list $gateway $engine) -}}
+{{- $d := include "qwen-serve.settingDefaults" . | fromYaml -}}
+{{- $s := mergeOverwrite $d (deepCopy .Values.settings) -}}
+{{- $args := dict "settings" .Values.settings "gateway_resources" (dict (include "qwen-serve.gatewayResource" .) 1) -}}
+{{- $app := dict "name" $s.ray.app_name "route_prefix" "/" "import_path" "serving.app:app_builder" "args" $args -}}
 {{- $cfg := dict "proxy_location" "HeadOnly" "http_options" (dict "host" "0.0.0.0" "port" $s.gateway.port) "applications" (list $app) -}}
 {{- toYaml $cfg }}
 {{- end }}
 
-{{/*
-Environment that selects how clients reach the gateway (settings.gateway.ingress) and, on the direct
-and HAProxy paths, runs replica user code on the replica's own event loop; Serve reads it at import
-time, so every Ray container gets it. Mirrors serving/gateway/ingress.py (a test compares).
-*/}}
+{{/* Environment that selects how clients reach the gateway (settings.gateway.ingress) and, on the
+direct and HAProxy paths, runs replica user code on the replica's own event loop; Serve reads it at
+import time, so every Ray container gets it. The table is generated from serving/gateway/ingress.py. */}}
 {{- define "qwen-serve.ingressEnv" -}}
-{{- $ingress := "haproxy" -}}
-{{- with .Values.settings.gateway }}{{ with .ingress }}{{ $ingress = . }}{{ end }}{{ end -}}
-{{- if eq $ingress "haproxy" }}
-- {name: RAY_SERVE_ENABLE_HA_PROXY, value: "1"}
-- {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: "1"}
-{{- else if eq $ingress "direct" }}
-- {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: "1"}
-{{- end }}
-{{- if or (eq $ingress "haproxy") (eq $ingress "direct") }}
-- {name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD, value: "0"}
+{{- $d := include "qwen-serve.settingDefaults" . | fromYaml -}}
+{{- $s := mergeOverwrite $d (deepCopy .Values.settings) -}}
+{{- with get (include "qwen-serve.ingressEnvByPath" . | fromYaml) $s.gateway.ingress }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}

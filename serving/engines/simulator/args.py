@@ -1,8 +1,9 @@
 """The simulator's command line: SGLang 0.5.23's option table plus the ``--sim-*`` knobs.
 
-When ``../shared/reference/sglang-serve-0.5.23.flags.json`` (or ``$SIM_SGLANG_FLAGS``) is present,
-every SGLang option is declared from it, so an option SGLang would reject is rejected here too. Without
-the table, the options the launch plan uses are declared and any other ``--name [value]`` is accepted.
+Every SGLang option is declared from SGLang's own option table, shipped with the package
+(``serving/engines/reference/sglang-serve-0.5.23.flags.json``, or ``$SIM_SGLANG_FLAGS``), so an option
+SGLang would reject is rejected here too. Without a table (``build_parser`` given a missing file), the
+options the launch plan uses are declared and any other ``--name [value]`` is accepted.
 """
 
 from __future__ import annotations
@@ -16,20 +17,12 @@ from typing import Any
 
 from serving.config.hardware import GpuType
 from serving.config.presets import PRESETS
+from serving.engines.reference import SGLANG_FLAGS
 
-FLAGS_FILE = "sglang-serve-0.5.23.flags.json"
 
-
-def _flags_table() -> Path | None:
+def _flags_table() -> Path:
     env = os.environ.get("SIM_SGLANG_FLAGS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent.parent / "shared" / "reference" / FLAGS_FILE
-        if cand.is_file():
-            return cand
-    return None
+    return Path(env) if env else SGLANG_FLAGS
 
 
 def _human_int(v: str) -> int:

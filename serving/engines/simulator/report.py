@@ -1,6 +1,6 @@
 """Predicted vs published performance: ``serving simulator report [--json]``.
 
-Each published cell (../shared/reference/qwen36.md, "Published performance") is replayed in
+Each published cell (the team notes qwen36.md, "Published performance") is replayed in
 *virtual time* through the same scheduler and timing model the server runs: ``concurrency`` closed-loop
 clients each send ``requests_per_client`` requests of 8192 random (uncacheable) prompt tokens and
 1024 output tokens; TTFT and TPOT are medians over requests, output tok/s is total output tokens over

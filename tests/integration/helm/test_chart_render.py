@@ -23,9 +23,10 @@ from helm_support import (
     validate_object,
 )
 
+from serving.app import deployment_options
 from serving.config import load_settings
 from serving.deploy import serve_config
-from serving.deploy.serve_config import deployment_names
+from serving.deploy.serve_config import GATEWAY_RESOURCE
 from serving.engines import plan_instance
 
 pytestmark = pytest.mark.integration
@@ -114,14 +115,15 @@ def test_serve_config_passes_rays_own_schema(profile: str, rendered: dict[str, l
     app = parsed.applications[0]
     assert app.import_path == "serving.app:app_builder"
     # The names the builders in code give their deployments, or Serve refuses the config.
-    settings = app.args["settings"]
-    assert [d.name for d in app.deployments] == list(deployment_names(settings))
-    # The real builder accepts these args (what Serve calls on the head when the config lands).
-    from ray.serve import Application
+    # The real builder accepts these args (what Serve calls on the head when the config lands) and
+    # derives both deployments, the gateway pinned to the head pod's resource.
+    from ray.serve._private.build_app import build_app
 
     from serving.app import app_builder
 
-    assert isinstance(app_builder(cfg["applications"][0]["args"]), Application)
+    built = {d.name: d for d in build_app(app_builder(cfg["applications"][0]["args"]), name=app.name).deployments}
+    assert set(built) == {"gateway", "EngineReplica"}
+    assert built["gateway"].ray_actor_options["resources"] == {GATEWAY_RESOURCE: 1}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -176,9 +178,7 @@ def test_pods_run_the_launch_plan_the_cli_prints(
     gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu", 0)
     assert gpus == printed["gpus_per_rank"]
     assert {"name": "engine", "containerPort": printed["port"]} in container["ports"]
-    bundles = next(d for d in cfg["applications"][0]["deployments"] if d["name"] == "EngineReplica")[
-        "placement_group_bundles"
-    ]
+    bundles = deployment_options(s)["EngineReplica"]["placement_group_bundles"]
     assert len(bundles) == len(printed["ranks"])
     assert all(b.get("GPU", 0) == printed["gpus_per_rank"] for b in bundles)
 
@@ -190,9 +190,8 @@ def test_multinode_profile_spreads_ranks_over_nodes(rendered: dict[str, list[dic
     assert group["numOfHosts"] == 2
     spread = group["template"]["spec"]["topologySpreadConstraints"][0]
     assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "DoNotSchedule")
-    engine = next(
-        d for d in _serve_config(rendered[profile])["applications"][0]["deployments"] if d["name"] == "EngineReplica"
-    )
+    settings = _serve_config(rendered[profile])["applications"][0]["args"]["settings"]
+    engine = deployment_options(load_settings(overrides=settings, env={}))["EngineReplica"]
     assert engine["placement_group_strategy"] == "STRICT_SPREAD"
 
 

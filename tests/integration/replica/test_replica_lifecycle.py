@@ -86,7 +86,29 @@ def test_two_tp2_replicas_on_one_node_get_disjoint_gpus(serve_app):
         assert a | b == {str(i) for i in range(GPUS_PER_NODE)}
 
 
-def test_scales_on_engine_load_up_and_back_down(serve_app):
+def hold_stream(url: str, stop: threading.Event) -> None:
+    """One long streaming request held open until ``stop``: the engine counts it as running the
+    whole time, so the load the autoscaler sees does not depend on how fast clients reconnect."""
+    body = {
+        "model": "qwen3.6-27b",
+        "messages": [{"role": "user", "content": "count"}],
+        "max_tokens": 4000,  # 4000 × 50 ms: far longer than the test
+        "stream": True,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    while not stop.is_set():
+        try:
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+                for _ in r.iter_lines():
+                    if stop.is_set():
+                        return  # closing the connection aborts the request at the engine
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def test_scales_on_engine_load_up_and_back_down(serve_app, ray_cluster):
+    # Start from a cluster with room for 3 replicas: earlier tests' replicas may still be stopping.
+    poll(lambda: ray.available_resources().get("GPU", 0) >= 3 * 2, timeout_s=120)
     s = sim_settings(
         engine={"simulator": {"fixed_ttft_s": 0.05, "fixed_tpot_s": 0.05}},
         autoscaling={
@@ -105,15 +127,8 @@ def test_scales_on_engine_load_up_and_back_down(serve_app):
     assert running_replicas(app) == 1
 
     stop = threading.Event()
-
-    def load() -> None:  # 6 clients in a loop against the first engine: load ≈ 6 → ceil(6 / 2) = 3
-        while not stop.is_set():
-            try:
-                stream_chat(url, max_tokens=30)
-            except httpx.HTTPError:
-                time.sleep(0.1)
-
-    workers = [threading.Thread(target=load, daemon=True) for _ in range(6)]
+    # 6 requests held open against the first engine: load 6 → ceil(6 / 2) = 3 replicas
+    workers = [threading.Thread(target=hold_stream, args=(url, stop), daemon=True) for _ in range(6)]
     for w in workers:
         w.start()
     try:

@@ -10,11 +10,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from serving.app import app_builder
 from serving.cli.main import app
 from serving.config import PRESETS, ConfigError, Settings
-from serving.deploy import serve_config
+from serving.deploy.chart_helpers import HELPERS_FILE, render_helpers
 from serving.deploy.cli import merge_values
 from serving.deploy.schema import CHART_DIR, SCHEMA_FILE, render_schema, settings_schema
+from serving.deploy.serve_config import GATEWAY_RESOURCE, expanded_serve_config, serve_config
 
 pytestmark = pytest.mark.unit
 
@@ -46,11 +48,48 @@ def test_tp_rules_are_the_divisors_of_each_presets_heads() -> None:
             assert allowed == [d for d in range(1, heads + 1) if heads % d == 0]
 
 
-def test_chart_preset_repos_match_the_presets() -> None:
-    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text()
-    block = re.search(r'define "qwen-serve.presetRepos" -}}\n(.*?)\{\{- end', helpers, re.S)
+def test_chart_helpers_file_is_generated_from_python() -> None:
+    assert HELPERS_FILE.read_text() == render_helpers(), "run `serving deploy helpers --write`"
+    block = re.search(r'define "qwen-serve.presetRepos" -}}\n(.*?)\{\{- end', HELPERS_FILE.read_text(), re.S)
     assert block
     assert yaml.safe_load(block.group(1)) == {n: p.repo_id for n, p in PRESETS.items()}
+
+
+def test_the_chart_restates_no_serve_option_only_the_settings_and_the_head_pin() -> None:
+    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text()
+    for derived in ("placement_group", "graceful_shutdown", "max_ongoing_requests", "num_cpus", "autoscaling_config"):
+        assert derived not in helpers
+    app = serve_config({})["applications"][0]
+    assert set(app) == {"name", "route_prefix", "import_path", "args"}
+    assert app["args"]["gateway_resources"] == {GATEWAY_RESOURCE: 1}
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "autoscaling.min_replicas"),
+        ({"autoscaling": {"initial_replicas": 5}}, "autoscaling.initial_replicas"),
+        ({"parallelism": {"nodes": 3}, "speculative": {"enabled": False}}, "parallelism.nodes"),
+        ({"parallelism": {"tp": 8, "gpus_per_node": 4}}, "parallelism.gpus_per_node"),
+        ({"engine": {"kind": "llamacpp"}, "parallelism": {"gpu_type": "h100"}}, "parallelism.tp"),
+        ({"parallelism": {"dp": 2, "nodes": 2}, "speculative": {"enabled": False}}, "parallelism.dp"),
+    ],
+)
+def test_settings_that_cannot_run_fail_the_app_at_deploy_with_the_validate_message(
+    settings: dict, field: str, tmp_path: Path
+) -> None:
+    """Rules only Python can check run when Serve builds the app from serveConfigV2's args, with
+    the message `serving config validate` prints for the same settings."""
+    base = {"model": {"preset": "qwen3.6-27b"}, "engine": {"kind": "sglang"}, "parallelism": {"tp": 8}}
+    merged = {k: {**base.get(k, {}), **settings.get(k, {})} for k in {*base, *settings}}
+    with pytest.raises(ConfigError) as at_deploy:
+        app_builder({"settings": merged, "gateway_resources": {GATEWAY_RESOURCE: 1}})
+    assert f"- {field}:" in str(at_deploy.value)
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(merged))
+    printed = CliRunner().invoke(app, ["config", "validate", str(f)])
+    assert printed.exit_code == 2
+    assert str(at_deploy.value) in printed.output
 
 
 # Structured values documented as a whole by the comment on the key that holds them.
@@ -88,7 +127,8 @@ def test_the_comment_check_finds_a_missing_comment() -> None:
 
 
 def test_serve_config_single_node_gpu() -> None:
-    cfg = serve_config({"model": {"preset": "qwen3.6-27b"}, "engine": {"kind": "sglang"}, "parallelism": {"tp": 4}})
+    settings = {"model": {"preset": "qwen3.6-27b"}, "engine": {"kind": "sglang"}, "parallelism": {"tp": 4}}
+    cfg = expanded_serve_config(settings)
     engine = _engine(cfg)
     assert engine["placement_group_bundles"] == [{"CPU": 8.0, "GPU": 4}]
     assert engine["placement_group_strategy"] == "STRICT_PACK"
@@ -96,7 +136,7 @@ def test_serve_config_single_node_gpu() -> None:
 
 
 def test_serve_config_multi_node_spreads_one_bundle_per_node() -> None:
-    cfg = serve_config(
+    cfg = expanded_serve_config(
         {
             "model": {"preset": "qwen3.6-27b"},
             "engine": {"kind": "sglang"},
@@ -113,7 +153,7 @@ def test_serve_config_multi_node_spreads_one_bundle_per_node() -> None:
 
 
 def test_serve_config_on_cpu_asks_for_no_gpu() -> None:
-    cfg = serve_config({"parallelism": {"gpu_type": "cpu", "cpus_per_rank": 2}})
+    cfg = expanded_serve_config({"parallelism": {"gpu_type": "cpu", "cpus_per_rank": 2}})
     assert _engine(cfg)["placement_group_bundles"] == [{"CPU": 2.0}]
 
 
@@ -128,7 +168,9 @@ def test_merge_values_is_helm_coalescing() -> None:
 
 
 def test_cli_serve_config_for_a_profile() -> None:
-    result = CliRunner().invoke(app, ["deploy", "serve-config", "-f", str(CHART_DIR / "values-35b-a3b.yaml")])
+    result = CliRunner().invoke(
+        app, ["deploy", "serve-config", "--expand", "-f", str(CHART_DIR / "values-35b-a3b.yaml")]
+    )
     assert result.exit_code == 0, result.output
     cfg = yaml.safe_load(result.output)
     assert _engine(cfg)["placement_group_bundles"] == [{"CPU": 16.0, "GPU": 4}]

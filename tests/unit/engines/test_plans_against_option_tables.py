@@ -1,6 +1,6 @@
 """Every preset × engine × layout plan is checked against the engines' pinned option tables
-(../shared/reference/*.flags.json): each option exists, choices are legal, numbers parse, and
-nothing deprecated or removed is used."""
+(SGLang's shipped with the package, generated from its wheel; vLLM's in tests/data/reference/):
+each option exists, choices are legal, numbers parse, and nothing deprecated or removed is used."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from serving.config import ConfigError, load_settings
 from serving.engines import plan_instance
+from serving.engines.reference import SGLANG_FLAGS
 
 pytestmark = pytest.mark.unit
 
@@ -32,8 +33,9 @@ LAYOUTS = {
 DEPRECATED = {"--cuda-graph-max-bs", "--enable-dp-attention", "--mamba-scheduler-strategy"}
 # where the engine's own argv starts (after the program words and the vLLM positional model)
 PREFIX = {"sglang": 3, "simulator": 3, "vllm": 3}
-TABLES = {"sglang": "sglang-serve-0.5.23.flags.json", "simulator": "sglang-serve-0.5.23.flags.json"}
-TABLES["vllm"] = "vllm-serve-0.33.0.flags.json"
+# SGLANG_FLAGS is absolute, so reference_dir / SGLANG_FLAGS is SGLANG_FLAGS itself.
+TABLES = {"sglang": SGLANG_FLAGS, "simulator": SGLANG_FLAGS}
+TABLES["vllm"] = Path("vllm-serve-0.33.0.flags.json")
 
 
 def option_table(reference_dir: Path, engine: str) -> dict[str, dict]:

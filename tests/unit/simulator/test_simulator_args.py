@@ -18,7 +18,7 @@ PRESETS = ["qwen3.6-27b", "qwen3.6-27b-fp8", "qwen3.6-35b-a3b", "qwen3.6-35b-a3b
 
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize(("gpu", "tp", "nodes"), [("h100", 2, 1), ("h200", 1, 1), ("b200", 8, 2)])
-def test_every_plan_parses(reference_dir: Path, preset: str, gpu: str, tp: int, nodes: int) -> None:
+def test_every_plan_parses(preset: str, gpu: str, tp: int, nodes: int) -> None:
     s = load_settings(
         None,
         [
@@ -34,7 +34,7 @@ def test_every_plan_parses(reference_dir: Path, preset: str, gpu: str, tp: int, 
     plan = plan_instance(s, host="127.0.0.1", port=4321, dist_init_addr="127.0.0.1:5000")
     for rank in plan.ranks:
         assert rank.argv[1:3] == ["-m", "serving.engines.simulator"]
-        a = parse_args(rank.argv[3:], reference_dir / "sglang-serve-0.5.23.flags.json")
+        a = parse_args(rank.argv[3:])
         assert (a.preset, a.gpu, a.tp, a.port, a.host) == (preset, GpuType(gpu), tp, 4321, "127.0.0.1")
         assert a.served_model_name == preset
         assert a.api_key == "sekret"
@@ -43,15 +43,15 @@ def test_every_plan_parses(reference_dir: Path, preset: str, gpu: str, tp: int, 
         assert (a.nnodes, a.node_rank) == (nodes, rank.rank)
 
 
-def test_sglang_extra_args_from_the_option_table_are_accepted(reference_dir: Path) -> None:
-    table = reference_dir / "sglang-serve-0.5.23.flags.json"
-    a = parse_args(["--sim-preset", "qwen3.6-27b", "--enable-mixed-chunk", "--log-level", "info"], table)
+def test_sglang_extra_args_from_the_option_table_are_accepted() -> None:
+    a = parse_args(["--sim-preset", "qwen3.6-27b", "--enable-mixed-chunk", "--log-level", "info"])
     assert a.preset == "qwen3.6-27b"
 
 
-def test_unknown_option_is_rejected_like_sglang(reference_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_option_is_rejected_like_sglang(capsys: pytest.CaptureFixture[str]) -> None:
+    # No table passed: the one shipped with the package (strict), not the lenient fallback.
     with pytest.raises(SystemExit) as e:
-        parse_args(["--cuda-graph-max-bs", "8"], reference_dir / "sglang-serve-0.5.23.flags.json")
+        parse_args(["--cuda-graph-max-bs", "8"])
     assert e.value.code == 2
     assert "--cuda-graph-max-bs" in capsys.readouterr().err
 
