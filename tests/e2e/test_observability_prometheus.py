@@ -117,7 +117,11 @@ def observed(tmp_path_factory):
     )
     ray_metrics = free_port()
     with running_stack(s, num_gpus=1, metrics_export_port=ray_metrics) as url:
-        engines = get(registry_actor().snapshot.remote())
+        engines: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60  # a replica withdraws itself while a health check fails
+        while not engines and time.monotonic() < deadline:
+            engines = [e for e in get(registry_actor().snapshot.remote()) if not e["draining"]]
+            time.sleep(0.5)
         assert engines, "no engine replica registered"
         addresses = {
             ("head", "serve"): [("qwen-head", _hostport(url))],
