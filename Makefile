@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help install llama-server engine-wheels reference reference-check serve test test-unit test-integration test-e2e lint fmt bench soak plan sim-report helm-lint clean
+.PHONY: help install llama-server engine-wheels reference reference-check prometheus serve test test-unit test-integration test-e2e lint fmt bench soak plan sim-report helm-lint clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,19 +38,30 @@ reference: engine-wheels ## regenerate SGLang's option table from its wheel (tes
 reference-check: engine-wheels ## fail if the committed option table differs from what the wheel declares
 	$(BIN)/python scripts/gen_option_tables.py --check
 
+# Prometheus 2.42 + promtool from Debian, for the observability tests (a real Prometheus evaluates
+# the dashboard and the alert rules). Installed once when missing; as root, or via sudo.
+prometheus: ## install Debian's prometheus + promtool when missing (the observability tests need them)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	else echo "prometheus/promtool missing and not root: run 'sudo apt-get install -y prometheus' (Debian/Ubuntu), then make test again" >&2; exit 1; fi; \
+	echo "installing Debian's prometheus (prometheus + promtool; its service is not needed)"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	elif command -v invoke-rc.d >/dev/null; then $$SUDO invoke-rc.d prometheus stop >/dev/null 2>&1 || true; fi
+
 serve: install llama-server ## run the whole stack locally: Ray + gateway + llama.cpp on SmolLM2 (Ctrl-C stops)
 	$(BIN)/serving serve $(ARGS)
 
-test: install llama-server engine-wheels lint ## lint, type-check and run every test (unit, integration, e2e)
+test: install llama-server engine-wheels prometheus lint ## lint, type-check and run every test (unit, integration, e2e)
 	$(PYTEST) -m "unit or integration or e2e" $(PYTEST_ARGS)
 
 test-unit: install engine-wheels ## unit tests only (seconds)
 	$(PYTEST) -m unit $(PYTEST_ARGS)
 
-test-integration: install llama-server engine-wheels ## integration tests (real Ray, simulator, llama.cpp)
+test-integration: install llama-server engine-wheels prometheus ## integration tests (real Ray, simulator, llama.cpp)
 	$(PYTEST) -m integration $(PYTEST_ARGS)
 
-test-e2e: install llama-server ## end-to-end tests through the whole stack
+test-e2e: install llama-server prometheus ## end-to-end tests through the whole stack
 	$(PYTEST) -m e2e $(PYTEST_ARGS)
 
 lint: install ## ruff + mypy

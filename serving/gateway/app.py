@@ -44,7 +44,7 @@ from serving.gateway.asgi import (
     send_error,
     send_json,
 )
-from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens
+from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens, key_id
 from serving.gateway.engine_client import AiohttpEngineClient, EngineClient, HttpxEngineClient
 from serving.gateway.errors import ApiError, from_validation
 from serving.gateway.ledger import Entry, Ledger
@@ -249,9 +249,11 @@ class Gateway:
             "gen_ai.request.stream": bool(req.stream),
             "qwen_serve.thinking": thinking,
             "qwen_serve.request_id": rid,
+            "qwen_serve.api_key_id": key_id(who),
             "qwen_serve.routing_policy": self.settings.routing.policy.value,
             "qwen_serve.tenant": tenant.name,
         })  # fmt: skip
+        entry.stream = bool(req.stream)
         incoming.entered = True
         headers = dict(self.upstream_headers)
         headers["x-request-id"] = rid
@@ -321,7 +323,6 @@ class Gateway:
             entry.stats.usage = Usage.from_obj(loads(content).get("usage"))
         except (ValueError, AttributeError):
             entry.stats.usage = None
-        entry.stats.ttft_s = time.perf_counter() - t0
         entry.stats.completed = True
         return content
 

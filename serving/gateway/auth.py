@@ -153,6 +153,12 @@ def _load(cfg: ApiKeySettings) -> dict[str, Tenant]:
     return found
 
 
+def key_id(who: str) -> str:
+    """A key's public name in traces and logs: 12 hex digits of its digest (``anonymous`` without
+    auth). Never the key, and too short a prefix to look it up by its full digest."""
+    return who if who == "anonymous" else f"key-{who[:12]}"
+
+
 class KeyStore:
     """Key digests → tenants. The file is re-read when it changed (checked at most every
     ``api_keys.reload_s``, on the request path): a revoked key is refused from then on. A file that

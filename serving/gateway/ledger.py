@@ -54,6 +54,8 @@ class Ledger:
         """Metrics and the access line of a request refused before its entry existed."""
         route = path[:64]
         self.metrics.requests.labels(model or "unknown", route, str(err.status)).inc()
+        if err.status in (429, 503):  # refused for capacity or limits, before any engine saw it
+            self.metrics.rejections.labels(err.code or str(err.status)).inc()
         access_log.info("%s %d %s", route, err.status, err.code,
                         extra={"route": route, "status": err.status, "code": err.code})  # fmt: skip
 
@@ -61,13 +63,14 @@ class Ledger:
 class Entry:
     """One generation request in the ledger."""
 
-    __slots__ = ("done", "endpoint", "estimate", "ledger", "model", "route", "span", "stats", "t0", "who")
+    __slots__ = ("done", "endpoint", "estimate", "ledger", "model", "route", "span", "stats", "stream", "t0", "who")
 
     def __init__(self, ledger: Ledger, route: str, model: str, who: str, estimate: int, t0: float, span: Any) -> None:
         self.ledger, self.route, self.model, self.who, self.estimate, self.t0 = ledger, route, model, who, estimate, t0
         self.span = span
         self.endpoint: Endpoint | None = None
         self.stats = StreamStats()
+        self.stream = False  # TTFT and time to first answer token are stream measures
         self.done = False
 
     def engine(self, ep: Endpoint) -> None:
@@ -90,9 +93,14 @@ class Entry:
         ok = status == 200
         e2e = time.perf_counter() - self.t0
         m.requests.labels(self.model, self.route, str(status)).inc()
-        m.e2e.labels(self.model, "success" if ok else "error").observe(e2e)
+        outcome = "success" if ok else "error"
+        m.e2e.labels(self.model, outcome).observe(e2e)
+        if not self.stream:
+            m.non_streaming.labels(self.model, outcome).observe(e2e)
         if st.ttft_s is not None:
             m.ttft.labels(self.model).observe(st.ttft_s)
+        if st.ttfa_s is not None:
+            m.ttfa.labels(self.model).observe(st.ttfa_s)
         itl = m.itl.labels(self.model)
         for g in st.gaps_s:
             itl.observe(g)

@@ -1,13 +1,37 @@
 """Gateway metrics on a per-app ``CollectorRegistry`` (never the process-global one), so several
-apps in one process (tests, a gateway next to a replica) do not collide. Units are in the names."""
+apps in one process (tests, a gateway next to a replica) do not collide.
+
+Semantics (the dashboard and the alerts rely on them):
+
+- Units are in the names; counters end in ``_total`` on the wire.
+- ``qwen_serve_time_to_first_token_seconds``: streams only, request received → the first chunk
+  that carries a token (content, reasoning or a tool call), not a role-only or empty chunk.
+- ``qwen_serve_time_to_first_answer_token_seconds``: streams only, request received → the first
+  *content* token, i.e. after the reasoning (what a user of a thinking model waits for).
+- ``qwen_serve_non_streaming_request_duration_seconds``: non-streaming requests, received → answered.
+- ``qwen_serve_e2e_request_latency_seconds``: every request, received → last byte, by outcome.
+- ``qwen_serve_admission_rejections_total``: requests the gateway refused before sending them to an
+  engine, by reason (the error code: ``rate_limit_exceeded``, ``overloaded``, ``no_engine``, …).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-_ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
+# Time to first token / whole requests: 5 ms (a cached short prompt) to 10 minutes (a long
+# reasoning answer, non-streaming, at 262k context).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Gaps between streamed chunks: sub-millisecond (MTP bursts, batched reads) to a few seconds (a
+# stall behind a long prefill).
+ITL_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25,
+                 0.5, 1, 2.5)  # fmt: skip
+
+
+# The gateway's refusal codes, exported at 0 from the start so a first rejection shows as a rate.
+ADMISSION_REASONS = (
+    "rate_limit_exceeded", "overloaded", "no_engine", "registry_unavailable", "queue_full", "queue_timeout",
+)  # fmt: skip
 
 
 class GatewayMetrics:
@@ -21,16 +45,27 @@ class GatewayMetrics:
             ["model", "route", "status"], registry=r,
         )  # fmt: skip
         self.ttft = Histogram(
-            f"{prefix}_time_to_first_token_seconds", "Request received → first token byte sent (streams)",
-            ["model"], buckets=_LATENCY_BUCKETS_S, registry=r,
+            f"{prefix}_time_to_first_token_seconds",
+            "Streams: request received → first chunk carrying a content, reasoning or tool-call token",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.ttfa = Histogram(
+            f"{prefix}_time_to_first_answer_token_seconds",
+            "Streams: request received → first content token (after any reasoning)",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.itl = Histogram(
             f"{prefix}_inter_token_latency_seconds", "Gap between consecutive streamed chunks",
-            ["model"], buckets=_ITL_BUCKETS_S, registry=r,
+            ["model"], buckets=ITL_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.e2e = Histogram(
             f"{prefix}_e2e_request_latency_seconds", "Request received → last byte sent, by outcome",
-            ["model", "outcome"], buckets=_LATENCY_BUCKETS_S, registry=r,
+            ["model", "outcome"], buckets=LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.non_streaming = Histogram(
+            f"{prefix}_non_streaming_request_duration_seconds",
+            "Non-streaming requests: received → whole answer sent, by outcome",
+            ["model", "outcome"], buckets=LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.prompt_tokens = Counter(f"{prefix}_prompt_tokens", "Prompt tokens (engine usage)", ["model"], registry=r)
         self.completion_tokens = Counter(
@@ -45,12 +80,18 @@ class GatewayMetrics:
         )
         self.queue_wait = Histogram(
             f"{prefix}_queue_wait_seconds", "Time a request waited in the gateway before dispatch, by reason",
-            ["model", "reason"], buckets=_LATENCY_BUCKETS_S, registry=r,
+            ["model", "reason"], buckets=LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.queued = Gauge(f"{prefix}_requests_queued", "Requests waiting in the gateway", ["reason"], registry=r)
         self.client_disconnects = Counter(
             f"{prefix}_client_disconnects", "Streams the client closed before the end", ["model"], registry=r
         )
+        self.rejections = Counter(
+            f"{prefix}_admission_rejections", "Requests refused before reaching an engine, by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in ADMISSION_REASONS:
+            self.rejections.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

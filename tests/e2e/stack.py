@@ -34,8 +34,10 @@ def engine_processes() -> list[psutil.Process]:
 
 
 @contextmanager
-def running_stack(settings: Settings, *, num_gpus: int = 0) -> Iterator[str]:
-    """Start Ray (declaring ``num_gpus`` GPUs, none of which exist), deploy, yield the URL."""
+def running_stack(settings: Settings, *, num_gpus: int = 0, metrics_export_port: int | None = None) -> Iterator[str]:
+    """Start Ray (declaring ``num_gpus`` GPUs, none of which exist), deploy, yield the URL.
+    ``metrics_export_port``: where Ray's metrics agent serves Ray and Serve metrics (as the chart's
+    ``metrics`` container port 8080 does)."""
     import os
 
     import ray
@@ -44,7 +46,8 @@ def running_stack(settings: Settings, *, num_gpus: int = 0) -> Iterator[str]:
 
     saved = dict(os.environ)
     os.environ.update(local_node_env(settings, os.environ))
-    ray.init(address="local", num_cpus=4, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
+    extra = {} if metrics_export_port is None else {"_metrics_export_port": metrics_export_port}
+    ray.init(address="local", num_cpus=4, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False, **extra)
     try:
         yield serve_forever(settings, block=False)
     finally:

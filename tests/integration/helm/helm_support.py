@@ -96,7 +96,8 @@ def validate_object(doc: dict[str, Any], reference_dir: Path) -> None:
             assert group["name"]
             assert group["rules"]
             for r in group["rules"]:
-                assert {"alert", "expr", "labels", "annotations"} <= set(r), r
+                keys = {"record", "expr"} if "record" in r else {"alert", "expr", "labels", "annotations"}
+                assert keys <= set(r), r
     else:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 

@@ -1,7 +1,8 @@
 """Every SGLang metric name the project reads exists in SGLang 0.5.23's metrics code (read from the
 wheel's source by tests/sglang_oracle.py): the replica's running / queued load (which the
-autoscaler scales on), the Helm chart's Grafana dashboard and PrometheusRule, the kustomize base's
-copy of the dashboard, and the routing benchmark."""
+autoscaler scales on), the Helm chart's PrometheusRule (whose engine-neutral recording rules the
+Grafana dashboard reads: tests/integration/observability/test_dashboard_queries.py), and the routing
+benchmark."""
 
 from __future__ import annotations
 
@@ -19,9 +20,7 @@ pytestmark = pytest.mark.unit
 
 NAME = re.compile(r"sglang:[A-Za-z0-9_:]+")
 READERS = [
-    "helm/qwen-serve/dashboards/qwen-serve.json",
     "helm/qwen-serve/templates/prometheusrule.yaml",
-    "k8s/base/grafana-dashboard.yaml",
     "bench/routing.py",
 ]
 

@@ -160,5 +160,8 @@ async def test_metrics_count_tokens_and_requests(make_rig):
     assert 'qwen_serve_completion_tokens_total{model="smollm2-135m"} 4.0' in text
     assert 'qwen_serve_prompt_tokens_total{model="smollm2-135m"} 14.0' in text
     assert 'qwen_serve_requests_total{model="smollm2-135m",route="/v1/chat/completions",status="200"} 2.0' in text
-    assert 'qwen_serve_time_to_first_token_seconds_count{model="smollm2-135m"} 2.0' in text
+    # TTFT is a streaming metric; the non-streaming request has its own duration histogram
+    assert 'qwen_serve_time_to_first_token_seconds_count{model="smollm2-135m"} 1.0' in text
+    assert 'qwen_serve_time_to_first_answer_token_seconds_count{model="smollm2-135m"} 1.0' in text
+    assert 'qwen_serve_non_streaming_request_duration_seconds_count{model="smollm2-135m",outcome="success"} 1.0' in text
     assert "qwen_serve_requests_in_flight 0.0" in text
