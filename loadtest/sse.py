@@ -23,7 +23,7 @@ DONE = b"[DONE]"
 class StreamTiming:
     ttft_s: float | None = None
     e2e_s: float = 0.0
-    itl_s: list[float] = field(default_factory=list)
+    itl_s: list[float] = field(default_factory=list)  # gaps between token-bearing chunks (bench_serving's ITL)
     events: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

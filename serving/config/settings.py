@@ -82,6 +82,16 @@ class SimulatorSettings(Section):
     hang_after_s: float | None = Field(None, ge=0, description="fault: stop answering after this many seconds")
     slow_start_s: float = Field(0.0, ge=0, description="fault: wait this long before becoming ready")
     fail_health: bool = Field(False, description="fault: /health answers 503")
+    hang_scheduler_after_s: float | None = Field(
+        None, ge=0, description="fault: the scheduler stops stepping after this many seconds (HTTP still answers)"
+    )
+    health_timeout_s: float = Field(
+        20.0, gt=0, description="/health and /health_generate: 503 when the 1-token generation takes longer"
+    )
+    heartbeat_s: float = Field(1.0, gt=0, description="multi-node: period of the follower ranks' heartbeats")
+    new_token_ratio: float = Field(
+        0.7, gt=0, le=1, description="admission: share of max_tokens a running request is assumed to still need"
+    )
 
 
 class EngineSettings(Section):

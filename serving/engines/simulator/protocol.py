@@ -94,6 +94,26 @@ class GenRequest:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
+def probe_request(rid: str, model: str) -> GenRequest:
+    """The health check's generation: one token after a one-token prompt, as SGLang's."""
+    return GenRequest(
+        route="completion",
+        rid=rid,
+        model=model,
+        stream=False,
+        include_usage=False,
+        prompt_text="ping",
+        prompt_tokens=1,
+        max_new=1,
+        exact=True,
+        seed=0,
+        thinking=False,
+        separate_reasoning=True,
+        stop=[],
+        tool=None,
+    )
+
+
 def _parse_common(body: dict[str, Any], *, served: str, default_out: int) -> dict[str, Any]:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -325,32 +345,46 @@ class Encoder:
         return (self.head + '{"role":"assistant","content":""}' + self.tail).encode()
 
     def tokens(self, out: T.Output) -> list[bytes]:
+        """One event per token (``step`` merges a run of them)."""
+        return [self.step(out, i, i + 1) for i in range(out.n_tokens)]
+
+    def step(self, out: T.Output, i: int, j: int) -> bytes:
+        """The events of one scheduler step that accepted tokens ``i..j-1``: as SGLang does, one
+        chunk whose delta carries every token of the step (a reasoning→content or content→tool
+        boundary inside the step splits it into one chunk per field, sent together)."""
+        pieces = out.pieces[i:j]
+        groups: list[tuple[str, str]] = []
+        for kind, x in pieces:
+            if groups and groups[-1][0] == kind and kind != T.TOOL_NAME:
+                groups[-1] = (kind, groups[-1][1] + x)
+            else:
+                groups.append((kind, x))
+        return b"".join(self._event(out, kind, x) for kind, x in groups)
+
+    def _event(self, out: T.Output, kind: str, x: str) -> bytes:
         h, t = self.head, self.tail
         if self.req.route != "chat":
-            return [(h + esc(x) + t).encode() for _, x in out.pieces]
-        res = []
-        for kind, x in out.pieces:
-            if kind == T.CONTENT:
-                d = '{"content":"' + esc(x) + '"}'
-            elif kind == T.REASONING:
-                d = '{"reasoning_content":"' + esc(x) + '"}'
-            elif kind == T.TOOL_NAME:
-                d = json.dumps(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": out.tool_call_id,
-                                "type": "function",
-                                "function": {"name": x, "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            else:
-                d = '{"tool_calls":[{"index":0,"function":{"arguments":' + json.dumps(x) + "}}]}"
-            res.append((h + d + t).encode())
-        return res
+            return (h + esc(x) + t).encode()
+        if kind == T.CONTENT:
+            d = '{"content":"' + esc(x) + '"}'
+        elif kind == T.REASONING:
+            d = '{"reasoning_content":"' + esc(x) + '"}'
+        elif kind == T.TOOL_NAME:
+            d = json.dumps(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": out.tool_call_id,
+                            "type": "function",
+                            "function": {"name": x, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        else:
+            d = '{"tool_calls":[{"index":0,"function":{"arguments":' + json.dumps(x) + "}}]}"
+        return (h + d + t).encode()
 
     def end(self, out: T.Output, finish: str, u: dict[str, Any] | None) -> bytes:
         r = self.req

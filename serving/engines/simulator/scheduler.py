@@ -31,6 +31,7 @@ class SimRequest:
     first_token_at: float | None = None
     finished_at: float | None = None
     tag: Any = None  # the server's handle
+    probe: bool = False  # a health check's generation: kept out of the prefix-cache statistics
 
     @property
     def context(self) -> int:
@@ -101,7 +102,8 @@ class BatchScheduler:
                 break
             self.waiting.popleft()
             r.cached = min(self.cache.match(r.pages), max(r.prompt_tokens - 1, 0))
-            self.cache.record(r.prompt_tokens, r.cached)
+            if not r.probe:
+                self.cache.record(r.prompt_tokens, r.cached)
             r.admitted_at, r.state = now, "running"
             self.kv_used += r.reserve_tokens
             new_tokens += r.prompt_tokens - r.cached

@@ -76,18 +76,28 @@ class Pacer:
     """When each generated token of a job becomes available. One instance per server."""
 
     name = "base"
+    steps = False  # whether tokens come in scheduler steps (one SSE event each) or one by one
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
 
     def start(self, job: Job) -> None:
-        self.sim.lookup_cache(job)
+        if not job.sim.probe:
+            self.sim.lookup_cache(job)
 
     def stop(self, job: Job) -> None:
         """The job ended (finished or aborted)."""
 
     async def wait(self, job: Job, i: int) -> int:
         """Block until token ``i`` is available; return how many tokens are available."""
+        if self.sim.scheduler_hung:
+            await self.sim.never.wait()
+        n = await self._wait(job, i)
+        if not job.sim.probe:
+            self.sim.progress_at = time.monotonic()
+        return n
+
+    async def _wait(self, job: Job, i: int) -> int:
         raise NotImplementedError
 
     def running(self) -> int:
@@ -100,7 +110,7 @@ class Pacer:
 class ZeroPacer(Pacer):
     name = "zero-delay"
 
-    async def wait(self, job: Job, i: int) -> int:
+    async def _wait(self, job: Job, i: int) -> int:
         return job.sim.n_out
 
 
@@ -115,7 +125,7 @@ class FixedPacer(Pacer):
         self.ttft = (sim.args.fixed_ttft_s or 0.0) * scale
         self.tpot = (sim.args.fixed_tpot_s or 0.0) * scale
 
-    async def wait(self, job: Job, i: int) -> int:
+    async def _wait(self, job: Job, i: int) -> int:
         delay = job.t0 + self.ttft + i * self.tpot - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -126,6 +136,7 @@ class ModelPacer(Pacer):
     """The timing model: a scheduler task runs forward passes on the virtual GPU in real time."""
 
     name = "model"
+    steps = True
 
     def __init__(self, sim: Simulator) -> None:
         super().__init__(sim)
@@ -144,7 +155,7 @@ class ModelPacer(Pacer):
             self.sched.abort(job.sim)
 
     async def wait(self, job: Job, i: int) -> int:
-        s = job.sim
+        s = job.sim  # no hang gate here: the scheduler task itself stops stepping
         while s.released <= i and s.state in ("waiting", "running"):
             job.event.clear()
             await job.event.wait()
@@ -160,6 +171,8 @@ class ModelPacer(Pacer):
         scale = self.sim.args.time_scale
         t_end = time.monotonic()
         while True:
+            if self.sim.scheduler_hung:
+                await self.sim.never.wait()
             now = time.monotonic()
             batch = self.sched.next_batch(now)
             if batch is None:
@@ -174,8 +187,11 @@ class ModelPacer(Pacer):
             delay = t_end - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            for r, _ in self.sched.complete(batch, time.monotonic()):
+            done_at = time.monotonic()
+            for r, k in self.sched.complete(batch, done_at):
                 r.tag.event.set()
+                if k and not r.probe:
+                    self.sim.progress_at = done_at
             for r in batch.requests:
                 if r.state == "done":
                     r.tag.event.set()
@@ -237,6 +253,9 @@ class Simulator:
             (m, path): h for path, methods, h in self._route_table() for m in methods
         }
         self._hung = False
+        self.scheduler_hung = False  # fault: --sim-hang-scheduler-after-s
+        self.never = asyncio.Event()  # what a hung scheduler waits on
+        self.progress_at = 0.0  # when any request last got a token (health counts it as alive)
 
     # ---- metrics ----
     def _init_metrics(self) -> None:
@@ -355,11 +374,15 @@ class Simulator:
             self.m_e2e.observe(time.monotonic() - job.t0)
 
     async def stream(self, job: Job, send: Send) -> None:
+        """One SSE event per scheduler step carrying every token that step accepted (SGLang's
+        shape: with MTP a verify step yields several tokens in one delta). The zero-delay and
+        fixed pacers have no steps: one event per token."""
         enc = P.Encoder(job.req)
         first = enc.first()
-        chunks = enc.tokens(job.out)
-        n = len(chunks)
         pacer, zero = self.pacer, isinstance(self.pacer, ZeroPacer)
+        per_step = pacer.steps
+        chunks = [] if per_step else enc.tokens(job.out)
+        n = job.out.n_tokens
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         if first is not None:
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -371,24 +394,26 @@ class Simulator:
             avail = await pacer.wait(job, i)
             if avail <= i or job.aborted:
                 break  # aborted by /abort_request
-            while i < avail and i < n:
-                await send({"type": "http.response.body", "body": chunks[i], "more_body": True})
-                i += 1
-                if crash is not None:
-                    c.streamed_tokens += 1
-                    if c.streamed_tokens >= crash:
-                        log.error("fault: --sim-crash-after-tokens %d reached; exiting abruptly", crash)
-                        os._exit(17)
-                if zero:
-                    if i % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    continue
-                now = time.monotonic()
-                if i == 1:
-                    self.m_ttft.observe(now - job.t0)
-                else:
-                    self.m_itl.observe(now - last)
-                last = now
+            j = min(avail, n) if per_step else i + 1
+            body = enc.step(job.out, i, j) if per_step else chunks[i]
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            k, i = j - i, j
+            if crash is not None:
+                c.streamed_tokens += k
+                if c.streamed_tokens >= crash:
+                    log.error("fault: --sim-crash-after-tokens %d reached; exiting abruptly", crash)
+                    os._exit(17)
+            if zero:
+                if i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                continue
+            now = time.monotonic()
+            if i == k:
+                self.m_ttft.observe(now - job.t0)
+            else:
+                for _ in range(k):  # SGLang: the gap split over the chunk's tokens
+                    self.m_itl.observe((now - last) / k)
+            last = now
         if zero and n:
             self.m_ttft.observe(0.0)
         aborted = i < n
@@ -445,39 +470,31 @@ class Simulator:
         ]
 
     async def health(self, rq: Request) -> Any:
-        why = self.not_ready() or ("fault: --sim-fail-health" if self.args.fail_health else None)
-        return (503, why) if why else (200, b"")
-
-    async def health_generate(self, rq: Request) -> Any:
+        """``/health`` and ``/health_generate`` (the same in SGLang): a 1-token generation through
+        the scheduler. 200 once it finishes, or once any other request made progress since the
+        check began (a busy engine is a live one, as in SGLang); 503 after ``--sim-health-timeout-s``."""
         why = self.not_ready() or ("fault: --sim-fail-health" if self.args.fail_health else None)
         if why:
             return 503, why
-        if isinstance(self.pacer, ModelPacer):
-            req = P.GenRequest(
-                "completion",
-                "HEALTH_CHECK_" + uuid.uuid4().hex,
-                self.args.served_model_name,
-                False,
-                False,
-                "ping",
-                1,
-                1,
-                True,
-                0,
-                False,
-                True,
-                [],
-                None,
-            )
-            job = self.new_job(req)
-            self.pacer.start(job)
-            try:
-                await asyncio.wait_for(self.pacer.wait(job, 0), 20)
-            except TimeoutError:
-                return 503, "health generation did not finish in 20 s"
-            finally:
-                self.pacer.stop(job)
+        tic = time.monotonic()
+        req = P.probe_request("HEALTH_CHECK_" + uuid.uuid4().hex, self.args.served_model_name)
+        job = self.new_job(req)
+        job.sim.probe = True
+        self.pacer.start(job)
+        try:
+            deadline = tic + self.args.health_timeout_s
+            got = 0
+            while got < 1 and self.progress_at <= tic:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return 503, f"health generation did not finish in {self.args.health_timeout_s:g} s"
+                with contextlib.suppress(TimeoutError):
+                    got = await asyncio.wait_for(self.pacer.wait(job, 0), min(left, 0.05))
+        finally:
+            self.pacer.stop(job)
         return 200, b""
+
+    health_generate = health
 
     async def ready(self, rq: Request) -> Any:
         why = self.not_ready()
@@ -658,6 +675,14 @@ class Simulator:
             await self.rank0.start()
         if self.args.hang_after_s is not None:
             asyncio.get_running_loop().call_later(self.args.hang_after_s, self._hang)
+        if self.args.hang_scheduler_after_s is not None:
+            asyncio.get_running_loop().call_later(self.args.hang_scheduler_after_s, self._hang_scheduler)
+
+    def _hang_scheduler(self) -> None:
+        """Fault: the scheduler stops stepping (a wedged GPU); HTTP still answers, generations and
+        the health check's generation never finish."""
+        log.error("fault: --sim-hang-scheduler-after-s reached; the scheduler stops")
+        self.scheduler_hung = True
 
     def _hang(self) -> None:
         """Fault: the whole process stops answering (a wedged engine); SIGTERM still ends it."""
