@@ -51,7 +51,7 @@ fmt: install ## format and auto-fix
 	$(BIN)/ruff format serving loadtest tests bench
 	$(BIN)/ruff check --fix serving loadtest tests bench
 
-bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling → bench/results/
+bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling, admission sweep → bench/results/
 	$(BIN)/python -m bench.run $(ARGS)
 
 soak: install ## 10-minute soak: 64 streams through the whole stack on the simulator

@@ -213,6 +213,23 @@ def autoscaling_md(a: dict[str, Any]) -> str:
     return head + table(["", "value"], rows) + f"\n\nTimeline (s from load start: serving/RUNNING): {tl}"
 
 
+def admission_md(ad: dict[str, Any]) -> str:
+    head = (
+        "Virtual-time closed-loop replay through the simulator's scheduler (admission, retraction, "
+        f"prefix cache) and timing model, qwen3.6-27b, MTP. Goal: {ad['goal']}.\n\n"
+    )
+    rows = []
+    for c in ad["cells"]:
+        d, b, f = c["default"], c["best"], c["reserve_full_context"]
+        rows.append([c["layout"], c["scenario"], c["concurrency"], f"{d['max_running']}", fmt(d["output_tok_s"], 0),
+                     f"{d['failed']} / {d['retractions']}", f"{b['max_running']}", fmt(b["output_tok_s"], 0),
+                     f"{f['max_running']}", fmt(f["output_tok_s"], 0), f"{100 * c['default_vs_best']:.1f}",
+                     "yes" if c["ok"] else "NO"])  # fmt: skip
+    hdr = ["layout", "scenario", "c", "default mr", "tok/s", "failed / retracted", "best mr", "tok/s",
+           "full-context mr", "tok/s", "default/best %", "goal"]  # fmt: skip
+    return head + table(hdr, rows)
+
+
 def section_status_md(data: dict[str, Any]) -> str:
     return f"{data.get('status', 'not measured')}"
 
@@ -222,12 +239,14 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "routing": routing_md,
     "fidelity": fidelity_md,
     "autoscaling": autoscaling_md,
+    "admission": admission_md,
 }
 TITLES = {
     "stack_tax": "1. Stack tax",
     "routing": "2. Routing gain",
     "fidelity": "3. Simulator fidelity",
     "autoscaling": "4. Autoscaling under a step",
+    "admission": "5. Default max_running_requests vs a sweep",
 }
 
 

@@ -1,7 +1,8 @@
 """`make bench` → ``bench/results/latest.{md,json}``: ``python -m bench.run [--quick] [--only …]``.
 
 Sections run one after another on the same machine (stack tax, routing gain, simulator fidelity,
-autoscaling); each reports "not measured: <reason>" rather than a number when a piece is missing.
+autoscaling, default max_running_requests vs a sweep); each reports "not measured: <reason>" rather
+than a number when a piece is missing.
 """
 
 from __future__ import annotations
@@ -72,11 +73,18 @@ def autoscaling(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     )
 
 
+def admission(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import admission as ad
+
+    return ad.run()
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
     "fidelity": fidelity,
     "autoscaling": autoscaling,
+    "admission": admission,
 }
 
 

@@ -124,11 +124,15 @@ def predict(c: Candidate, *, prompt_tokens: float, output_tokens: float, batch: 
 
 
 def max_batch(c: Candidate, prompt_tokens: float, output_tokens: float) -> int:
-    from serving.engines.simulator.timing import Deployment, TimingModel
+    """Running requests one replica admits: the launch plan's ``--max-running-requests`` (SGLang's
+    state slots and KV token pool, :mod:`serving.capacity`), and no more than the pool holds at
+    this workload's lengths."""
+    from serving.config import load_settings, resolved_max_running
+    from serving.config.validation import settings_fit
 
-    d = Deployment.of(c.preset, gpu=c.gpu, tp=c.tp, draft_tokens=4 if c.mtp else None)
-    cap = TimingModel(d).capacity(reserve_tokens=int(prompt_tokens + output_tokens))
-    return cap.max_running
+    s = load_settings(overrides=candidate_settings(c), env={})
+    pool = settings_fit(s, running=None).cap.kv_pool_tokens
+    return min(resolved_max_running(s), pool // max(1, int(prompt_tokens + output_tokens)))
 
 
 def evaluate(

@@ -148,9 +148,15 @@ class SpeculativeSettings(Section):
 
 class MemorySettings(Section):
     mem_fraction: float = Field(0.88, gt=0.1, le=0.98, description="share of GPU memory for weights + caches")
-    max_running_requests: int | None = Field(None, ge=1, description="per instance; unset = the most that fits")
+    max_running_requests: int | None = Field(
+        None, ge=1, description="per instance; unset = what SGLang's state slots and KV token pool admit"
+    )
+    reserve_full_context: bool = Field(
+        False,
+        description="reserve the full context of KV for every running request: no retraction ever, far fewer running",
+    )
     kv_tokens_per_request: int | None = Field(
-        None, ge=1, description="KV tokens to reserve per running request (unset = the full context: no preemption)"
+        None, ge=1, description="reserve this many KV tokens per running request (as reserve_full_context, smaller)"
     )
     mamba_ssm_dtype: str = Field("bfloat16", pattern="^(float32|bfloat16|float16)$")
     radix_cache_strategy: str = Field("extra_buffer", pattern="^(auto|no_buffer|extra_buffer|extra_buffer_lazy)$")

@@ -24,6 +24,7 @@ from typing import Annotated
 
 import typer
 
+from serving.capacity import admission_reserve
 from serving.config.hardware import GpuType
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
@@ -101,7 +102,7 @@ def replay(
 ) -> Run:
     """Closed-loop benchmark in virtual time through the server's scheduler and timing model."""
     model = TimingModel(d, cal)
-    cap = model.capacity(reserve_tokens=input_tokens + output_tokens)
+    cap = model.capacity()
     sched = BatchScheduler(model, PrefixCache(0), max_running=cap.max_running, kv_pool_tokens=cap.kv_pool_tokens)
     now = 0.0
     left = concurrency * requests_per_client
@@ -116,7 +117,7 @@ def replay(
         n_in = rng.randint(int(input_tokens * (1 - jitter)), input_tokens)
         n_out = rng.randint(int(output_tokens * (1 - jitter)), output_tokens)
         out_total += n_out
-        sched.submit(SimRequest(n_in, n_out, n_in + n_out), now)
+        sched.submit(SimRequest(n_in, n_out, admission_reserve(n_in, output_tokens)), now)
 
     for _ in range(min(concurrency, left)):
         send()

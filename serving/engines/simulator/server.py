@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from serving.capacity import admission_reserve
 from serving.engines.simulator import protocol as P
 from serving.engines.simulator import text as T
 from serving.engines.simulator.args import SimArgs
@@ -63,9 +64,10 @@ def deployment_of(a: SimArgs) -> Deployment:
 class Job:
     __slots__ = ("aborted", "cached", "chunks", "disconnected", "done", "event", "out", "req", "sim", "t0")
 
-    def __init__(self, req: P.GenRequest, out: T.Output, t0: float) -> None:
+    def __init__(self, req: P.GenRequest, out: T.Output, t0: float, ratio: float) -> None:
         self.req, self.out, self.t0 = req, out, t0
-        self.sim = SimRequest(req.prompt_tokens, out.n_tokens, req.prompt_tokens + req.max_new, tag=self)
+        reserve = admission_reserve(req.prompt_tokens, req.max_new, ratio)
+        self.sim = SimRequest(req.prompt_tokens, out.n_tokens, reserve, tag=self)
         self.event = asyncio.Event()
         self.chunks: list[bytes] = []
         self.cached = 0
@@ -232,7 +234,7 @@ class Simulator:
     def __init__(self, args: SimArgs) -> None:
         self.args = args
         self.model = TimingModel(deployment_of(args))
-        cap = self.model.capacity(reserve_tokens=min(args.context_length, 16384))
+        cap = self.model.capacity()
         self.capacity = cap
         self.cache = PrefixCache(cap.kv_pool_tokens)
         self.scheduler = BatchScheduler(
@@ -302,9 +304,10 @@ class Simulator:
         self.gauges["num_running_reqs"].labels(**L).set(running)
         self.gauges["num_queue_reqs"].labels(**L).set(queued)
         pool = max(self.capacity.kv_pool_tokens, 1)
-        used = self.scheduler.kv_used if isinstance(self.pacer, ModelPacer) else 0
+        used = self.scheduler.total_context if isinstance(self.pacer, ModelPacer) else 0
         self.gauges["token_usage"].labels(**L).set(min(1.0, used / pool))
-        self.gauges["mamba_usage"].labels(**L).set(min(1.0, running / max(self.capacity.state_slots, 1)))
+        slots = running * self.capacity.slots_per_request
+        self.gauges["mamba_usage"].labels(**L).set(min(1.0, slots / max(self.capacity.state_slots, 1)))
         self.gauges["cache_hit_rate"].labels(**L).set(self.cache.hit_rate)
         acc = self.scheduler.spec_accept_length if self.model.spec else 0.0
         self.gauges["spec_accept_length"].labels(**L).set(acc)
@@ -344,7 +347,7 @@ class Simulator:
         )
         if req.thinking and not req.separate_reasoning:
             out = P.inline_reasoning(out)
-        job = Job(req, out, time.monotonic())
+        job = Job(req, out, time.monotonic(), self.args.new_token_ratio)
         job.sim.pages = T.page_hashes(req.prompt_text)
         return job
 
@@ -623,6 +626,8 @@ class Simulator:
                 "queued": self.pacer.queued(),
                 "max_running": self.capacity.max_running,
                 "kv_pool_tokens": self.capacity.kv_pool_tokens,
+                "state_slots": self.capacity.state_slots,
+                "retracted": self.scheduler.retracted_total,
             },
             "ranks": self.rank0.status() if self.rank0 else {"nnodes": 1, "joined": [], "lost": [], "ready": True},
             "ready": self.not_ready() is None,

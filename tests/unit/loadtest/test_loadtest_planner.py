@@ -100,3 +100,15 @@ def test_values_file_is_accepted_by_the_chart_schema():
     assert s.parallelism.gpu_type.value == best.candidate.gpu
     assert s.autoscaling.max_replicas == best.replicas
     assert values["workerGroups"][0]["gpuProduct"]
+
+
+def test_planner_batch_limit_is_the_launch_plans_admission_default():
+    from loadtest.planner import Candidate, candidate_settings, max_batch
+    from serving.config import load_settings, resolved_max_running
+
+    c = Candidate("qwen3.6-27b", "h200", 1, False, True)
+    s = load_settings(overrides=candidate_settings(c), env={})
+    # short requests: the KV pool is no limit, so the planner runs what the launch plan admits
+    assert max_batch(c, 1000, 500) == resolved_max_running(s)
+    # long ones: the pool is (state slots would admit more than fit at once)
+    assert max_batch(c, 100_000, 20_000) < resolved_max_running(s)
