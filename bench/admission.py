@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from loadtest.scenarios import load_scenario
+from serving.capacity.timing import Deployment, TimingModel
 from serving.config import load_settings, resolved_max_running
 from serving.engines.simulator.replay import replay_workload
-from serving.engines.simulator.timing import Deployment, TimingModel
 
 LAYOUTS = {"h200-tp1": ("h200", 1), "8xh100-tp8": ("h100", 8)}
 SCENARIOS = ("chat", "coding_agent")

@@ -4,7 +4,7 @@ $/month and a Helm values file.
 Two sources of per-replica capacity:
 
 * **model** — before any GPU is rented: the simulator's analytic timing model
-  (:mod:`serving.engines.simulator.timing`) predicts TTFT / TPOT / throughput of one replica at
+  (:mod:`serving.capacity.timing`) predicts TTFT / TPOT / throughput of one replica at
   each batch size for every candidate (GPU type × TP × bf16/FP8 × MTP on/off). Steady state at
   batch ``B`` with mean prompt ``I`` and output ``O`` tokens:
   TPOT = decode_step(B, B·(I + O/2)) ÷ tokens per step ÷ (1 − ρ), where ρ = λ·prefill(I) is the
@@ -102,7 +102,7 @@ def check_candidate(c: Candidate) -> str:
 
 def predict(c: Candidate, *, prompt_tokens: float, output_tokens: float, batch: int, mtp_accept: float) -> Prediction:
     """Steady-state TTFT / TPOT / requests/s of one replica running ``batch`` requests."""
-    from serving.engines.simulator.timing import Deployment, TimingModel
+    from serving.capacity.timing import Deployment, TimingModel
 
     d = Deployment.of(c.preset, gpu=c.gpu, tp=c.tp, draft_tokens=4 if c.mtp else None, accept_length=mtp_accept)
     m = TimingModel(d)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from serving.capacity import NEW_TOKEN_RATIO, admission_reserve
+from serving.capacity.timing import TimingModel
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
 from serving.engines.simulator.text import PAGE_TOKENS
-from serving.engines.simulator.timing import TimingModel
 
 
 class _Dist(Protocol):

@@ -27,11 +27,11 @@ import typer
 import yaml
 
 from serving.capacity import admission_reserve
+from serving.capacity.timing import DEFAULT_CALIBRATION, Calibration, Deployment, TimingModel
 from serving.config.hardware import GpuType
 from serving.config.presets import PRESETS
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
-from serving.engines.simulator.timing import DEFAULT_CALIBRATION, Calibration, Deployment, TimingModel
 
 TOLERANCE = 0.15
 

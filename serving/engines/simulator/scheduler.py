@@ -19,8 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from serving.capacity.timing import TimingModel
 from serving.engines.simulator.prefix_cache import PrefixCache
-from serving.engines.simulator.timing import TimingModel
 
 
 @dataclass(eq=False)

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from serving.capacity.timing import Deployment, TimingModel
 from serving.engines.simulator import protocol as P
 from serving.engines.simulator import text as T
 from serving.engines.simulator.args import SimArgs
@@ -37,7 +38,6 @@ from serving.engines.simulator.metrics import SimMetrics
 from serving.engines.simulator.pacers import PACERS, Job, ModelPacer, Pacer, ZeroPacer, pacer_kind
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler
-from serving.engines.simulator.timing import Deployment, TimingModel
 
 log = logging.getLogger("serving.simulator")
 

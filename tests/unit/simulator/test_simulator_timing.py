@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from serving.capacity.timing import Deployment, TimingModel
 from serving.config.hardware import GpuType
 from serving.engines.simulator import text as T
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
-from serving.engines.simulator.timing import Deployment, TimingModel
 
 pytestmark = pytest.mark.unit
 
