@@ -92,6 +92,11 @@ class SimulatorSettings(Section):
     new_token_ratio: float = Field(
         0.7, gt=0, le=1, description="admission: share of max_tokens a running request is assumed to still need"
     )
+    sglang_path: str | None = Field(
+        None,
+        description="unpacked SGLang wheel (the folder holding sglang/): its qwen3 reasoning parser and qwen3_coder "
+        "detector parse the simulated model text; unset or not importable: the built-in path",
+    )
 
 
 class EngineSettings(Section):

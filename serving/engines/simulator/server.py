@@ -38,6 +38,7 @@ from serving.engines.simulator.metrics import SimMetrics
 from serving.engines.simulator.pacers import PACERS, Job, ModelPacer, Pacer, ZeroPacer, pacer_kind
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler
+from serving.engines.simulator.sglang_parsers import load as load_sglang_parsers
 
 log = logging.getLogger("serving.simulator")
 
@@ -78,6 +79,7 @@ class Simulator:
         )
         self.pacer: Pacer = PACERS[pacer_kind(args)](self)
         self.metrics = SimMetrics(args.served_model_name, self.gauge_values)
+        self.parsers = load_sglang_parsers(args.sglang_path)
         self.counts = self.metrics.counts
         self.active = 0
         self.jobs: dict[str, Job] = {}
@@ -167,7 +169,7 @@ class Simulator:
         """One SSE event per scheduler step carrying every token that step accepted (SGLang's
         shape: with MTP a verify step yields several tokens in one delta). The zero-delay and
         fixed pacers have no steps: one event per token."""
-        enc = P.Encoder(job.req)
+        enc = P.Encoder(job.req, self.parsers, job.out)
         first = enc.first()
         pacer, zero = self.pacer, isinstance(self.pacer, ZeroPacer)
         per_step = pacer.steps
@@ -236,7 +238,9 @@ class Simulator:
         self.end(job, aborted=got < n)
         if got < n:
             out.finish_reason = "abort"
-        return P.Encoder(job.req).full(out, P.usage(job.req, out, job.cached, self.args.enable_cache_report))
+        return P.Encoder(job.req, self.parsers, job.out).full(
+            out, P.usage(job.req, out, job.cached, self.args.enable_cache_report)
+        )
 
     # ---- routes ----
     def _route_table(self) -> list[tuple[str, tuple[str, ...], Handler]]:
