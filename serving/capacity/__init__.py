@@ -28,9 +28,11 @@ ever, at the price of far fewer running requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from serving.config.hardware import GPU_PROFILES, GpuType
-from serving.config.presets import ModelPreset
+if TYPE_CHECKING:  # serving.config imports this module (validation): nothing from it at import time
+    from serving.config.hardware import GpuType
+    from serving.config.presets import ModelPreset
 
 MAMBA_FULL_MEMORY_RATIO = 0.9  # SGLang's --mamba-full-memory-ratio fallback
 STATE_SLOTS_BASE = 3  # SGLang: MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO (radix cache on)
@@ -106,6 +108,8 @@ class Capacity:
 
 def capacity(layout: Layout, max_running: int | None = None) -> Capacity:
     """The state pool, the KV token pool and the running bound of one instance."""
+    from serving.config.hardware import GPU_PROFILES
+
     L, p = layout, layout.preset
     budget = int(GPU_PROFILES[L.gpu].memory_bytes * L.mem_fraction)
     weights = weight_bytes(p, L.quantization) // L.shards
