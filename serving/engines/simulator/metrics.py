@@ -36,6 +36,8 @@ COUNTERS = {
     "sglang:num_requests": ("finished requests", "finished"),
 }
 
+RETRACTED_DOC = "requests retracted (KV pool exhausted), re-queued and recomputed"
+
 GAUGES = {
     "num_running_reqs": "running requests",
     "num_queue_reqs": "requests waiting in the queue",
@@ -54,18 +56,25 @@ class _Live(Collector):
     def __init__(self, m: SimMetrics, gauges: Callable[[], dict[str, float]]) -> None:
         self.m, self.gauges = m, gauges
 
+    def _counter_values(self) -> dict[str, float]:
+        values = {name: float(getattr(self.m.counts, field)) for name, (_, field) in COUNTERS.items()}
+        values["sglang:num_retracted_requests"] = float(self.m.retracted())
+        return values
+
     def describe(self) -> Iterator[Metric]:
         """Names only (the registry asks at registration, before the server's state exists)."""
         for name, (doc, _) in COUNTERS.items():
             yield CounterMetricFamily(name, doc, labels=["model_name"])
+        yield CounterMetricFamily("sglang:num_retracted_requests", RETRACTED_DOC, labels=["model_name"])
         for name, doc in GAUGES.items():
             yield GaugeMetricFamily(f"sglang:{name}", doc, labels=["model_name"])
 
     def collect(self) -> Iterator[Metric]:
         label = [self.m.model_name]
-        for name, (doc, field) in COUNTERS.items():
+        for name, value in self._counter_values().items():
+            doc = COUNTERS[name][0] if name in COUNTERS else RETRACTED_DOC
             c = CounterMetricFamily(name, doc, labels=["model_name"])
-            c.add_metric(label, getattr(self.m.counts, field))
+            c.add_metric(label, value)
             yield c
         values = self.gauges()
         for name, doc in GAUGES.items():
@@ -75,8 +84,11 @@ class _Live(Collector):
 
 
 class SimMetrics:
-    def __init__(self, model_name: str, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self, model_name: str, gauges: Callable[[], dict[str, float]], retracted: Callable[[], int] = lambda: 0
+    ) -> None:
         self.model_name = model_name
+        self.retracted = retracted
         self.counts = Counts()
         r = self.registry = CollectorRegistry(auto_describe=True)
         lab, val = ["model_name"], {"model_name": model_name}

@@ -78,7 +78,7 @@ class Simulator:
             max_prefill_tokens=max(args.chunked_prefill_size or 16384, 1),
         )
         self.pacer: Pacer = PACERS[pacer_kind(args)](self)
-        self.metrics = SimMetrics(args.served_model_name, self.gauge_values)
+        self.metrics = SimMetrics(args.served_model_name, self.gauge_values, lambda: self.scheduler.retracted_total)
         self.parsers = load_sglang_parsers(args.sglang_path)
         self.counts = self.metrics.counts
         self.active = 0
@@ -337,7 +337,8 @@ class Simulator:
 
     async def server_info(self, rq: Request) -> Any:
         a = self.args
-        info = {k: v for k, v in a.__dict__.items() if k not in ("api_key", "extra")}
+        info = {k: v for k, v in a.__dict__.items() if k not in ("api_key", "extra", "sim")}
+        info.update(a.sim.model_dump())  # the --sim-* knobs as plain keys
         info.update(
             version=VERSION,
             engine="simulator",

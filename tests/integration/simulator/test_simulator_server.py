@@ -318,6 +318,12 @@ def test_metrics_names(sim: Sim) -> None:
         assert f"\nsglang:{name}{{" in text, name
 
 
+def test_retractions_are_exported_under_sglangs_counter(sim: Sim) -> None:
+    text = httpx.get(sim.base + "/metrics").text
+    stats = httpx.get(sim.base + "/sim/stats", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert _prom(text, "sglang:num_retracted_requests_total") == stats["scheduler"]["retracted"]
+
+
 def _prom(text: str, name: str) -> float:
     return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + "{"))
 
