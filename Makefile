@@ -73,7 +73,7 @@ fmt: install ## format and auto-fix
 	$(BIN)/ruff format serving loadtest tests bench scripts
 	$(BIN)/ruff check --fix serving loadtest tests bench scripts
 
-bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling → bench/results/
+bench: install llama-server ## stack tax, routing gain, simulator fidelity, autoscaling, admission sweep → bench/results/
 	$(BIN)/python -m bench.run $(ARGS)
 
 soak: install ## 10-minute soak: 64 streams through the whole stack on the simulator
@@ -82,7 +82,7 @@ soak: install ## 10-minute soak: 64 streams through the whole stack on the simul
 plan: install ## capacity plan from the simulator's model: make plan ARGS="--rps 20 --scenario chat"
 	$(BIN)/loadtest plan $(ARGS)
 
-sim-report: install ## simulator predictions vs every published Qwen3.6 figure, with ratios
+sim-report: install ## simulator predictions vs published Qwen3.6 figures: fit and held-out sets, each scored
 	$(BIN)/serving simulator report
 
 helm-lint: install ## render every chart profile and lint it strictly (Helm Go SDK, no helm binary)

@@ -13,7 +13,8 @@ from typing import Any
 
 from bench.procs import PY, ROOT, child_env
 
-TOLERANCE = 0.15
+TOLERANCE = 0.15  # the fit set (the constants were chosen on it)
+HELD_OUT_TOLERANCE = 0.20  # cells never used for fitting
 CLI = [PY, "-c", "from serving.cli.main import app; app()", "simulator", "report", "--json"]
 
 
@@ -45,8 +46,19 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
         or row.get("label")
         or " ".join(str(row[k]) for k in ("gpu", "precision", "model", "concurrency", "metric") if k in row)
     )
-    return {"cell": label, "metric": row.get("metric"), "predicted": pred, "published": pub,
-            "relative_error": err, "within": None if err is None else abs(err) <= TOLERANCE}  # fmt: skip
+    kind = str(row.get("set") or "fit")
+    tol = HELD_OUT_TOLERANCE if kind == "held-out" else TOLERANCE
+    return {"cell": label, "set": kind, "metric": row.get("metric"), "predicted": pred, "published": pub,
+            "relative_error": err, "within": None if err is None else abs(err) <= tol}  # fmt: skip
+
+
+def _goal(rows: list[dict[str, Any]], judged: list[dict[str, Any]], kind: str, tol: float) -> dict[str, Any]:
+    part = [r for r in judged if r["set"] == kind]
+    return {
+        "goal": f"every {kind} cell within ±{tol:.0%}",
+        "value": sum(r["within"] for r in part) / len(part) if part else None,
+        "met": (all(r["within"] for r in part) and len(part) == sum(r["set"] == kind for r in rows)) if part else None,
+    }
 
 
 def run() -> dict[str, Any]:
@@ -61,11 +73,5 @@ def run() -> dict[str, Any]:
         "source": "serving simulator report --json",
         "tolerance": TOLERANCE,
         "cells": rows,
-        "goals": [
-            {
-                "goal": f"every published cell within ±{TOLERANCE:.0%}",
-                "value": sum(r["within"] for r in judged) / len(judged) if judged else None,
-                "met": (all(r["within"] for r in judged) and len(judged) == len(rows)) if judged else None,
-            }
-        ],
+        "goals": [_goal(rows, judged, "fit", TOLERANCE), _goal(rows, judged, "held-out", HELD_OUT_TOLERANCE)],
     }

@@ -213,6 +213,23 @@ def autoscaling_md(a: dict[str, Any]) -> str:
     return head + table(["", "value"], rows) + f"\n\nTimeline (s from load start: serving/RUNNING): {tl}"
 
 
+def admission_md(ad: dict[str, Any]) -> str:
+    head = (
+        "Virtual-time closed-loop replay through the simulator's scheduler (admission, retraction, "
+        f"prefix cache) and timing model, qwen3.6-27b, MTP. Goal: {ad['goal']}.\n\n"
+    )
+    rows = []
+    for c in ad["cells"]:
+        d, b, f = c["default"], c["best"], c["reserve_full_context"]
+        rows.append([c["layout"], c["scenario"], c["concurrency"], f"{d['max_running']}", fmt(d["output_tok_s"], 0),
+                     f"{d['failed']} / {d['retractions']}", f"{b['max_running']}", fmt(b["output_tok_s"], 0),
+                     f"{f['max_running']}", fmt(f["output_tok_s"], 0), f"{100 * c['default_vs_best']:.1f}",
+                     "yes" if c["ok"] else "NO"])  # fmt: skip
+    hdr = ["layout", "scenario", "c", "default mr", "tok/s", "failed / retracted", "best mr", "tok/s",
+           "full-context mr", "tok/s", "default/best %", "goal"]  # fmt: skip
+    return head + table(hdr, rows)
+
+
 def section_status_md(data: dict[str, Any]) -> str:
     return f"{data.get('status', 'not measured')}"
 
@@ -230,6 +247,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "fidelity": fidelity_md,
     "autoscaling": autoscaling_md,
     "llama_builds": llama_builds_md,
+    "admission": admission_md,
 }
 TITLES = {
     "stack_tax": "1. Stack tax",
@@ -237,6 +255,7 @@ TITLES = {
     "fidelity": "3. Simulator fidelity",
     "autoscaling": "4. Autoscaling under a step",
     "llama_builds": "5. llama-server builds (tokens/s per CPU configuration)",
+    "admission": "6. Default max_running_requests vs a sweep",
 }
 
 

@@ -1,7 +1,8 @@
 """`make bench` → ``bench/results/latest.{md,json}``: ``python -m bench.run [--quick] [--only …]``.
 
 Sections run one after another on the same machine (stack tax, routing gain, simulator fidelity,
-autoscaling); each reports "not measured: <reason>" rather than a number when a piece is missing.
+autoscaling, default max_running_requests vs a sweep); each reports "not measured: <reason>" rather
+than a number when a piece is missing.
 """
 
 from __future__ import annotations
@@ -78,12 +79,19 @@ def llama_builds(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return lb.run(logs / "llama_builds", seconds=20.0)
 
 
+def admission(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import admission as ad
+
+    return ad.run()
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
     "fidelity": fidelity,
     "autoscaling": autoscaling,
     "llama_builds": llama_builds,
+    "admission": admission,
 }
 
 

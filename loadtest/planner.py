@@ -4,7 +4,7 @@ $/month and a Helm values file.
 Two sources of per-replica capacity:
 
 * **model** — before any GPU is rented: the simulator's analytic timing model
-  (:mod:`serving.engines.simulator.timing`) predicts TTFT / TPOT / throughput of one replica at
+  (:mod:`serving.capacity.timing`) predicts TTFT / TPOT / throughput of one replica at
   each batch size for every candidate (GPU type × TP × bf16/FP8 × MTP on/off). Steady state at
   batch ``B`` with mean prompt ``I`` and output ``O`` tokens:
   TPOT = decode_step(B, B·(I + O/2)) ÷ tokens per step ÷ (1 − ρ), where ρ = λ·prefill(I) is the
@@ -125,7 +125,7 @@ def predict(
 ) -> Prediction:
     """Steady-state TTFT / TPOT / requests/s of one replica running ``batch`` requests.
     ``output_tokens`` is everything generated; ``reasoning_tokens`` of it (mean) come first."""
-    from serving.engines.simulator.timing import Deployment, TimingModel
+    from serving.capacity.timing import Deployment, TimingModel
 
     d = Deployment.of(c.preset, gpu=c.gpu, tp=c.tp, draft_tokens=4 if c.mtp else None, accept_length=mtp_accept)
     m = TimingModel(d)
@@ -148,11 +148,15 @@ def predict(
 
 
 def max_batch(c: Candidate, prompt_tokens: float, output_tokens: float) -> int:
-    from serving.engines.simulator.timing import Deployment, TimingModel
+    """Running requests one replica admits: the launch plan's ``--max-running-requests`` (SGLang's
+    state slots and KV token pool, :mod:`serving.capacity`), and no more than the pool holds at
+    this workload's lengths."""
+    from serving.config import load_settings, resolved_max_running
+    from serving.config.validation import settings_fit
 
-    d = Deployment.of(c.preset, gpu=c.gpu, tp=c.tp, draft_tokens=4 if c.mtp else None)
-    cap = TimingModel(d).capacity(reserve_tokens=int(prompt_tokens + output_tokens))
-    return cap.max_running
+    s = load_settings(overrides=candidate_settings(c), env={})
+    pool = settings_fit(s, running=None).cap.kv_pool_tokens
+    return min(resolved_max_running(s), pool // max(1, int(prompt_tokens + output_tokens)))
 
 
 def evaluate(

@@ -29,7 +29,7 @@ class StreamTiming:
     ttft_s: float | None = None  # first content or reasoning delta
     ttfa_s: float | None = None  # first answer delta (``delta.content``), the first token a user reads
     e2e_s: float = 0.0
-    itl_s: list[float] = field(default_factory=list)  # gaps between token-bearing chunks
+    itl_s: list[float] = field(default_factory=list)  # gaps between token-bearing chunks (bench_serving's ITL)
     events: int = 0
     reasoning_events: int = 0  # chunks carrying reasoning text
     answer_events: int = 0  # chunks carrying content (a chunk may carry both at the hand-over)

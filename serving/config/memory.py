@@ -1,49 +1,50 @@
-"""Per-GPU memory arithmetic for one engine instance: does the configuration fit?
+"""Per-GPU memory fit of one engine instance, from the one capacity model (:mod:`serving.capacity`).
 
-    weights / (tp × pp)
-  + running × (state / (tp × pp) + kv_tokens × kv_per_token / (min(tp, kv_heads) × pp))
-  ≤ GPU memory × mem_fraction
-
-KV heads are split by TP only up to their count (beyond it they replicate); layers are split by PP.
-``kv_tokens`` is the full context unless the operator reserves less per request (then SGLang may
-preempt under pressure). The remaining (1 − mem_fraction) is left for activations and CUDA graphs.
+Two admission modes:
+- **pool** (default): as SGLang admits — running requests are bounded by the recurrent-state slots
+  and the paged KV token pool; under KV pressure SGLang retracts (re-queues) the newest requests.
+- **reserve** (opt-in: ``memory.reserve_full_context`` or ``memory.kv_tokens_per_request``): every
+  running request is counted at its full reservation (the context, or ``kv_tokens_per_request``), so
+  the pool can never run out and nothing is ever retracted — at the price of far fewer running.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.config.hardware import GPU_PROFILES, GpuType
+from serving.capacity import Capacity, Layout, capacity, kv_bytes_per_token, weight_bytes
+from serving.config.hardware import GpuType
 from serving.config.presets import ModelPreset
+
+__all__ = ["MemoryFit", "kv_bytes_per_token", "kv_tokens_that_fit", "memory_fit", "weight_bytes"]
 
 
 @dataclass(frozen=True)
 class MemoryFit:
-    budget_bytes: int
-    weights_bytes: int
-    per_request_bytes: int
-    state_bytes_per_request: int
-    kv_bytes_per_token: int  # on one GPU
-    running: int
-    max_running: int  # the most requests that fit (0: not even one)
+    cap: Capacity
+    reserve_tokens: int | None  # KV tokens reserved per running request (reserve mode) or None (pool)
+    running: int  # the requested running requests (or the most that fit when unset)
+    max_running: int  # the most requests that fit in this mode (0: not even one)
 
     @property
-    def need_bytes(self) -> int:
-        return self.weights_bytes + self.running * self.per_request_bytes
+    def budget_bytes(self) -> int:
+        return self.cap.budget_bytes
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.cap.weights_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.cap.kv_bytes_per_token
+
+    @property
+    def state_bytes_per_request(self) -> int:
+        return self.cap.state_bytes * self.cap.slots_per_request
 
     @property
     def fits(self) -> bool:
-        return self.running >= 1 and self.need_bytes <= self.budget_bytes
-
-
-def kv_bytes_per_token(preset: ModelPreset, kv_cache_dtype: str) -> int:
-    return preset.kv_bytes_per_token // 2 if kv_cache_dtype.startswith("fp8") else preset.kv_bytes_per_token
-
-
-def weight_bytes(preset: ModelPreset, quantization: str | None) -> int:
-    if quantization == "fp8" and preset.quantization is None:
-        return preset.weight_bytes // 2  # online FP8 of a bf16 checkpoint
-    return preset.weight_bytes
+        return self.running >= 1 and self.max_running >= 1 and self.running <= self.max_running
 
 
 def memory_fit(
@@ -56,23 +57,50 @@ def memory_fit(
     context_length: int,
     running: int | None,
     kv_tokens_per_request: int | None = None,
+    reserve_full_context: bool = False,
     kv_cache_dtype: str = "auto",
     ssm_dtype: str = "bfloat16",
     quantization: str | None = None,
+    draft_tokens: int | None = None,
+    radix_cache_strategy: str = "extra_buffer",
 ) -> MemoryFit:
-    shards = tp * pp
-    budget = int(GPU_PROFILES[gpu_type].memory_bytes * mem_fraction)
-    weights = weight_bytes(preset, quantization) // shards
-    kv_tokens = min(kv_tokens_per_request or context_length, context_length)
-    kv_per_gpu = kv_bytes_per_token(preset, kv_cache_dtype) // (min(tp, preset.kv_heads) * pp)
-    state = preset.state_bytes(ssm_dtype) // shards
-    per_request = state + kv_tokens * kv_per_gpu
-    max_running = max(0, (budget - weights) // per_request) if per_request else 1 << 20
-    chosen = running if running is not None else max_running
-    return MemoryFit(budget, weights, per_request, state, kv_per_gpu, chosen, max_running)
+    layout = Layout(
+        preset,
+        gpu_type,
+        tp=tp,
+        pp=pp,
+        mem_fraction=mem_fraction,
+        kv_cache_dtype=kv_cache_dtype,
+        ssm_dtype=ssm_dtype,
+        quantization=quantization,
+        draft_tokens=draft_tokens,
+        radix_cache_strategy=radix_cache_strategy,
+    )
+    cap = capacity(layout, running)
+    reserve = None
+    if kv_tokens_per_request is not None or reserve_full_context:
+        reserve = min(kv_tokens_per_request or context_length, context_length)
+    most = _most_reserving(layout, reserve) if reserve is not None else capacity(layout).max_running
+    most = max(0, most) if cap.kv_pool_tokens >= 1 else 0
+    return MemoryFit(cap, reserve, running if running is not None else most, most)
+
+
+def _most_reserving(layout: Layout, reserve: int) -> int:
+    """The largest ``n`` such that ``n`` running requests each reserving ``reserve`` KV tokens fit
+    (the speculative intermediate states are sized by ``n`` too, so the pool depends on it)."""
+    lo, hi = 0, capacity(layout).state_bound
+    hi = min(hi, 1 << 20)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if capacity(layout, mid).reserve_bound(reserve) >= mid:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def kv_tokens_that_fit(fit: MemoryFit) -> int:
-    """KV tokens per request that would let ``fit.running`` requests fit (0 if none would)."""
-    room = (fit.budget_bytes - fit.weights_bytes) // max(fit.running, 1) - fit.state_bytes_per_request
-    return max(0, room // fit.kv_bytes_per_token) if fit.kv_bytes_per_token else 0
+    """KV tokens per request that would let ``fit.running`` requests each reserve them."""
+    if fit.running > fit.cap.state_bound:
+        return 0
+    return fit.cap.kv_pool_tokens // max(fit.running, 1)

@@ -114,6 +114,21 @@ class SimulatorSettings(Section):
     hang_after_s: float | None = Field(None, ge=0, description="fault: stop answering after this many seconds")
     slow_start_s: float = Field(0.0, ge=0, description="fault: wait this long before becoming ready")
     fail_health: bool = Field(False, description="fault: /health answers 503")
+    hang_scheduler_after_s: float | None = Field(
+        None, ge=0, description="fault: the scheduler stops stepping after this many seconds (HTTP still answers)"
+    )
+    health_timeout_s: float = Field(
+        20.0, gt=0, description="/health and /health_generate: 503 when the 1-token generation takes longer"
+    )
+    heartbeat_s: float = Field(1.0, gt=0, description="multi-node: period of the follower ranks' heartbeats")
+    new_token_ratio: float = Field(
+        0.7, gt=0, le=1, description="admission: share of max_tokens a running request is assumed to still need"
+    )
+    sglang_path: str | None = Field(
+        None,
+        description="unpacked SGLang wheel (the folder holding sglang/): its qwen3 reasoning parser and qwen3_coder "
+        "detector parse the simulated model text; unset or not importable: the built-in path",
+    )
 
 
 class EngineSettings(Section):
@@ -177,9 +192,15 @@ class SpeculativeSettings(Section):
 
 class MemorySettings(Section):
     mem_fraction: float = Field(0.88, gt=0.1, le=0.98, description="share of GPU memory for weights + caches")
-    max_running_requests: int | None = Field(None, ge=1, description="per instance; unset = the most that fits")
+    max_running_requests: int | None = Field(
+        None, ge=1, description="per instance; unset = what SGLang's state slots and KV token pool admit"
+    )
+    reserve_full_context: bool = Field(
+        False,
+        description="reserve the full context of KV for every running request: no retraction ever, far fewer running",
+    )
     kv_tokens_per_request: int | None = Field(
-        None, ge=1, description="KV tokens to reserve per running request (unset = the full context: no preemption)"
+        None, ge=1, description="reserve this many KV tokens per running request (as reserve_full_context, smaller)"
     )
     mamba_ssm_dtype: SsmDtype = Field(SsmDtype.BFLOAT16, description="recurrent (GDN) state dtype")
     radix_cache_strategy: str = Field("extra_buffer", pattern="^(auto|no_buffer|extra_buffer|extra_buffer_lazy)$")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from serving.capacity import DEFAULT_MAX_RUNNING_CAP, default_max_running
 from serving.config.hardware import GIB, GPU_PROFILES
 from serving.config.memory import MemoryFit, kv_tokens_that_fit, memory_fit
 from serving.config.settings import EngineKind, Settings
@@ -147,9 +148,16 @@ def autoscaling_bounds(s: Settings) -> Iterator[Problem]:
         yield Problem("autoscaling.initial_replicas", f"must lie in [{a.min_replicas}, {a.max_replicas}]")
 
 
-def settings_fit(s: Settings, *, running: int | None, tp: int | None = None) -> MemoryFit:
-    """The memory fit of these settings (optionally at another TP)."""
+def settings_fit(s: Settings, *, running: int | None, tp: int | None = None, **kw: object) -> MemoryFit:
+    """The memory fit of these settings (optionally at another TP, or with other memory fields)."""
     p, m = s.parallelism, s.memory
+    args: dict[str, object] = {
+        "kv_tokens_per_request": m.kv_tokens_per_request,
+        "reserve_full_context": m.reserve_full_context,
+        "ssm_dtype": m.mamba_ssm_dtype,
+        "kv_cache_dtype": s.model.kv_cache_dtype,
+    }
+    args.update(kw)
     return memory_fit(
         s.preset,
         gpu_type=p.gpu_type,
@@ -158,10 +166,10 @@ def settings_fit(s: Settings, *, running: int | None, tp: int | None = None) -> 
         mem_fraction=m.mem_fraction,
         context_length=s.resolved_context_length,
         running=running,
-        kv_tokens_per_request=m.kv_tokens_per_request,
-        kv_cache_dtype=s.model.kv_cache_dtype,
-        ssm_dtype=m.mamba_ssm_dtype,
         quantization=s.model.quantization,
+        draft_tokens=s.speculative.num_draft_tokens if s.speculative.enabled else None,
+        radix_cache_strategy=m.radix_cache_strategy,
+        **args,  # type: ignore[arg-type]
     )
 
 
@@ -176,27 +184,43 @@ def memory_fits(s: Settings) -> Iterator[Problem]:
     fit = settings_fit(s, running=m.max_running_requests)
     if fit.fits:
         return
-    gpu = GPU_PROFILES[p.gpu_type]
-    need = fit.weights_bytes + max(fit.running, 1) * fit.per_request_bytes
+    cap, gpu = fit.cap, GPU_PROFILES[p.gpu_type]
+    asked = m.max_running_requests
+    mode = (
+        f"reserving {fit.reserve_tokens} KV tokens per running request (no retraction)"
+        if fit.reserve_tokens is not None
+        else "SGLang's pool admission (retraction under KV pressure)"
+    )
     msg = (
-        f"{s.model.preset} at tp={p.tp}, pp={p.pp} on {gpu.name} needs {need / GIB:.1f} GiB per GPU "
-        f"(weights {fit.weights_bytes / GIB:.1f} GiB + {max(fit.running, 1)} running × "
-        f"{fit.per_request_bytes / GIB:.2f} GiB KV+state at context {ctx}) but mem_fraction "
-        f"{m.mem_fraction} leaves {fit.budget_bytes / GIB:.1f} GiB."
+        f"{s.model.preset} at tp={p.tp}, pp={p.pp} on {gpu.name}: mem_fraction {m.mem_fraction} leaves "
+        f"{cap.budget_bytes / GIB:.1f} GiB per GPU; weights take {cap.weights_bytes / GIB:.1f} GiB, the state pool "
+        f"{cap.state_pool_bytes / GIB:.1f} GiB ({cap.state_slots} slots of {cap.state_bytes / GIB * 1024:.0f} MiB, "
+        f"{cap.slots_per_request} per running request: ≤ {cap.state_bound if cap.state_bytes else 'any'} running), "
+        f"the KV pool {cap.kv_pool_tokens} tokens ({cap.kv_pool_tokens * cap.kv_bytes_per_token / GIB:.1f} GiB). "
+        f"With {mode} at context {ctx}, {fit.max_running} can run" + (f"; {asked} asked." if asked is not None else ".")
     )
     hints = []
     if fit.max_running >= 1:
         hints.append(f"memory.max_running_requests ≤ {fit.max_running}")
+    if fit.reserve_tokens is not None:
+        pool_mode = settings_fit(s, running=None, kv_tokens_per_request=None, reserve_full_context=False)
+        if pool_mode.max_running >= 1:
+            hints.append(
+                f"memory.reserve_full_context=false and kv_tokens_per_request unset (the default): up to "
+                f"{pool_mode.max_running} running in the {pool_mode.cap.kv_pool_tokens}-token pool, retraction possible"
+            )
+        tokens = kv_tokens_that_fit(fit)
+        if tokens >= 1024:
+            hints.append(f"memory.kv_tokens_per_request ≤ {tokens} ({max(fit.running, 1)} running each reserving that)")
     for tp in s.preset.tp_choices:
         possible = tp > p.tp and tp * p.pp <= p.gpus_per_node * p.nodes
-        if possible and settings_fit(s, running=fit.running, tp=tp).fits:
+        if possible and settings_fit(s, running=asked, tp=tp).fits:
             hints.append(f"parallelism.tp={tp}")
             break
-    tokens = kv_tokens_that_fit(fit)
-    if tokens >= 1024:
-        hints.append(f"memory.kv_tokens_per_request ≤ {tokens} (or context_length ≤ {tokens})")
+    if m.mamba_ssm_dtype == "float32" and cap.state_bytes:
+        hints.append("memory.mamba_ssm_dtype=bfloat16 (halves the state: about twice the slots)")
     if s.model.kv_cache_dtype == "auto":
-        hints.append("model.kv_cache_dtype=fp8_e4m3 (halves KV)")
+        hints.append("model.kv_cache_dtype=fp8_e4m3 (halves KV: twice the pool's tokens)")
     yield Problem("memory.max_running_requests", msg + " Would fit: " + ("; ".join(hints) or "a larger GPU type"))
 
 
@@ -212,9 +236,14 @@ def validate(s: Settings) -> Settings:
 
 
 def resolved_max_running(s: Settings) -> int:
-    """The explicit --max-running-requests for the engine: the setting, or the most that fits."""
+    """The explicit --max-running-requests for the engine: the setting, else what SGLang's pools
+    admit (state slots and KV token pool, :func:`serving.capacity.default_max_running`), or with
+    ``reserve_full_context`` / ``kv_tokens_per_request`` the most that fit at that reservation."""
     if s.memory.max_running_requests is not None:
         return s.memory.max_running_requests
     if s.preset.is_gguf or s.engine.kind == EngineKind.LLAMACPP:
         return 4
-    return max(1, min(settings_fit(s, running=None).max_running, 256))
+    fit = settings_fit(s, running=None)
+    if fit.reserve_tokens is not None:
+        return max(1, min(fit.max_running, DEFAULT_MAX_RUNNING_CAP))
+    return default_max_running(fit.cap)

@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from serving.config.hardware import GpuType
 from serving.config.presets import PRESETS
+from serving.config.settings import SimulatorSettings
 from serving.engines.reference import SGLANG_FLAGS
 
 
@@ -64,21 +68,28 @@ _CORE: list[tuple[str, Any, Any]] = [
 _CORE_FLAGS = ["--enable-metrics", "--enable-cache-report"]
 
 
+def sim_flag(field: str) -> str:
+    """The command-line flag of one ``SimulatorSettings`` field: ``time_scale`` → ``--sim-time-scale``."""
+    return "--sim-" + field.replace("_", "-")
+
+
+def _field_type(ann: Any) -> Any:
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    return args[0] if args else ann
+
+
 def _add_sim_args(p: argparse.ArgumentParser) -> None:
+    """``--sim-gpu``/``--sim-preset`` (the launch plan fills them from other sections), then one flag
+    per :class:`SimulatorSettings` field, typed and documented from the field itself."""
     g = p.add_argument_group("simulator")
     g.add_argument("--sim-gpu", choices=[g.value for g in GpuType], default="h100")
     g.add_argument("--sim-preset", choices=sorted(PRESETS), default=None)
-    g.add_argument("--sim-time-scale", type=float, default=1.0)
-    g.add_argument("--sim-default-output-tokens", type=int, default=64)
-    g.add_argument("--sim-mtp-accept-length", type=float, default=2.8)
-    g.add_argument("--sim-zero-delay", action="store_true")
-    g.add_argument("--sim-fixed-ttft-s", type=float, default=None)
-    g.add_argument("--sim-fixed-tpot-s", type=float, default=None)
-    g.add_argument("--sim-crash-after-tokens", type=int, default=None)
-    g.add_argument("--sim-hang-after-s", type=float, default=None)
-    g.add_argument("--sim-slow-start-s", type=float, default=0.0)
-    g.add_argument("--sim-fail-health", action="store_true")
-    g.add_argument("--sim-heartbeat-s", type=float, default=1.0, help="multi-node heartbeat period")
+    for name, f in SimulatorSettings.model_fields.items():
+        typ = _field_type(f.annotation)
+        if typ is bool:
+            g.add_argument(sim_flag(name), dest=f"sim_{name}", action="store_true", help=f.description)
+        else:
+            g.add_argument(sim_flag(name), dest=f"sim_{name}", type=typ, default=f.default, help=f.description)
 
 
 def _add_from_table(p: argparse.ArgumentParser, table: Path) -> None:
@@ -163,19 +174,14 @@ class SimArgs:
     nnodes: int
     node_rank: int
     dist_init_addr: str | None
-    time_scale: float
-    default_output_tokens: int
-    mtp_accept_length: float
-    zero_delay: bool
-    fixed_ttft_s: float | None
-    fixed_tpot_s: float | None
-    crash_after_tokens: int | None
-    hang_after_s: float | None
-    slow_start_s: float
-    fail_health: bool
-    heartbeat_s: float
     dist_timeout_s: float
     extra: dict[str, Any]
+    sim: SimulatorSettings  # every --sim-* knob, validated by the settings model itself
+
+    def __getattr__(self, name: str) -> Any:  # a.time_scale etc.: the knobs read as plain fields
+        if name != "sim" and name in SimulatorSettings.model_fields:
+            return getattr(self.sim, name)
+        raise AttributeError(name)
 
 
 def _guess_preset(model_path: str | None, served: str | None) -> str:
@@ -201,8 +207,11 @@ def parse_args(argv: list[str], table: Path | None = None) -> SimArgs:
         parser.error(f"--node-rank {ns.node_rank} must be in 0..{ns.nnodes - 1}")
     if ns.nnodes > 1 and not ns.dist_init_addr:
         parser.error("--dist-init-addr is required with --nnodes > 1")
-    if ns.sim_time_scale <= 0:
-        parser.error("--sim-time-scale must be > 0")
+    try:
+        sim = SimulatorSettings(**{name: v[f"sim_{name}"] for name in SimulatorSettings.model_fields})
+    except ValidationError as e:
+        bad = "; ".join(f"{sim_flag(str(err['loc'][0]))}: {err['msg']}" for err in e.errors())
+        parser.error(bad)
     ctx = ns.context_length or PRESETS[preset].max_context
     return SimArgs(
         host=ns.host,
@@ -230,17 +239,7 @@ def parse_args(argv: list[str], table: Path | None = None) -> SimArgs:
         nnodes=ns.nnodes,
         node_rank=ns.node_rank,
         dist_init_addr=ns.dist_init_addr,
-        time_scale=ns.sim_time_scale,
-        default_output_tokens=ns.sim_default_output_tokens,
-        mtp_accept_length=ns.sim_mtp_accept_length,
-        zero_delay=ns.sim_zero_delay,
-        fixed_ttft_s=ns.sim_fixed_ttft_s,
-        fixed_tpot_s=ns.sim_fixed_tpot_s,
-        crash_after_tokens=ns.sim_crash_after_tokens,
-        hang_after_s=ns.sim_hang_after_s,
-        slow_start_s=ns.sim_slow_start_s,
-        fail_health=ns.sim_fail_health,
-        heartbeat_s=ns.sim_heartbeat_s,
         dist_timeout_s=float(v.get("dist_timeout") or 600),
         extra=extra,
+        sim=sim,
     )

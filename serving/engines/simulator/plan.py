@@ -5,29 +5,21 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
-from serving.config.settings import EngineKind, Settings
+from serving.config.settings import EngineKind, Settings, SimulatorSettings
 from serving.engines.sglang import SGLangEngine
+from serving.engines.simulator.args import sim_flag
 
 
 def sim_args(s: Settings) -> list[str]:
-    sim = s.engine.simulator
+    """``--sim-gpu``/``--sim-preset`` from the parallelism and model sections, then one flag per
+    :class:`SimulatorSettings` field that is set (a true bool as a bare flag; None and False left out)."""
     a = ["--sim-gpu", s.parallelism.gpu_type.value, "--sim-preset", s.model.preset]
-    a += ["--sim-time-scale", str(sim.time_scale), "--sim-default-output-tokens", str(sim.default_output_tokens)]
-    a += ["--sim-mtp-accept-length", str(sim.mtp_accept_length)]
-    if sim.zero_delay:
-        a.append("--sim-zero-delay")
-    if sim.fixed_ttft_s is not None:
-        a += ["--sim-fixed-ttft-s", str(sim.fixed_ttft_s)]
-    if sim.fixed_tpot_s is not None:
-        a += ["--sim-fixed-tpot-s", str(sim.fixed_tpot_s)]
-    if sim.crash_after_tokens is not None:
-        a += ["--sim-crash-after-tokens", str(sim.crash_after_tokens)]
-    if sim.hang_after_s is not None:
-        a += ["--sim-hang-after-s", str(sim.hang_after_s)]
-    if sim.slow_start_s:
-        a += ["--sim-slow-start-s", str(sim.slow_start_s)]
-    if sim.fail_health:
-        a.append("--sim-fail-health")
+    sim = s.engine.simulator
+    for name in SimulatorSettings.model_fields:
+        value = getattr(sim, name)
+        if value is None or value is False:
+            continue
+        a += [sim_flag(name)] if value is True else [sim_flag(name), str(value)]
     return a
 
 

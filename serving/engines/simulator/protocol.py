@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.engines.simulator import text as T
+from serving.engines.simulator.sglang_parsers import ParseSession, SGLangParsers, raw_pieces
 
 ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
 
@@ -92,6 +93,26 @@ class GenRequest:
     stop: list[str]
     tool: dict[str, Any] | None
     created: int = field(default_factory=lambda: int(time.time()))
+
+
+def probe_request(rid: str, model: str) -> GenRequest:
+    """The health check's generation: one token after a one-token prompt, as SGLang's."""
+    return GenRequest(
+        route="completion",
+        rid=rid,
+        model=model,
+        stream=False,
+        include_usage=False,
+        prompt_text="ping",
+        prompt_tokens=1,
+        max_new=1,
+        exact=True,
+        seed=0,
+        thinking=False,
+        separate_reasoning=True,
+        stop=[],
+        tool=None,
+    )
 
 
 def _parse_common(body: dict[str, Any], *, served: str, default_out: int) -> dict[str, Any]:
@@ -301,10 +322,19 @@ def inline_reasoning(out: T.Output) -> T.Output:
 
 
 class Encoder:
-    """Pre-encoded SSE events of one request: one ``data:`` event per token, then the tail."""
+    """Pre-encoded SSE events of one request: one ``data:`` event per step (or token), then the tail.
+    With SGLang's parsers (``sglang_parsers``), chat deltas come from them, fed the raw model text."""
 
-    def __init__(self, req: GenRequest) -> None:
+    def __init__(self, req: GenRequest, parsers: SGLangParsers | None = None, out: T.Output | None = None) -> None:
         self.req = req
+        self.session: ParseSession | None = None
+        self.raw: list[str] = []
+        if parsers is not None and out is not None and req.route == "chat":
+            reasoning = out.reasoning_tokens > 0  # thinking on and reasoning kept separate
+            tools = [req.tool] if req.tool is not None else []
+            if reasoning or tools:
+                self.session = parsers.session(reasoning=reasoning, tools=tools)
+                self.raw = raw_pieces(out)
         model = json.dumps(req.model)
         if req.route == "chat":
             self.head = (
@@ -325,32 +355,49 @@ class Encoder:
         return (self.head + '{"role":"assistant","content":""}' + self.tail).encode()
 
     def tokens(self, out: T.Output) -> list[bytes]:
+        """One event per token (``step`` merges a run of them)."""
+        return [self.step(out, i, i + 1) for i in range(out.n_tokens)]
+
+    def step(self, out: T.Output, i: int, j: int) -> bytes:
+        """The events of one scheduler step that accepted tokens ``i..j-1``: as SGLang does, one
+        chunk whose delta carries every token of the step (a reasoning→content or content→tool
+        boundary inside the step splits it into one chunk per field, sent together)."""
+        if self.session is not None:
+            deltas = self.session.feed("".join(self.raw[i:j]), out.tool_call_id or "")
+            return b"".join((self.head + json.dumps(d) + self.tail).encode() for d in deltas)
+        pieces = out.pieces[i:j]
+        groups: list[tuple[str, str]] = []
+        for kind, x in pieces:
+            if groups and groups[-1][0] == kind and kind != T.TOOL_NAME:
+                groups[-1] = (kind, groups[-1][1] + x)
+            else:
+                groups.append((kind, x))
+        return b"".join(self._event(out, kind, x) for kind, x in groups)
+
+    def _event(self, out: T.Output, kind: str, x: str) -> bytes:
         h, t = self.head, self.tail
         if self.req.route != "chat":
-            return [(h + esc(x) + t).encode() for _, x in out.pieces]
-        res = []
-        for kind, x in out.pieces:
-            if kind == T.CONTENT:
-                d = '{"content":"' + esc(x) + '"}'
-            elif kind == T.REASONING:
-                d = '{"reasoning_content":"' + esc(x) + '"}'
-            elif kind == T.TOOL_NAME:
-                d = json.dumps(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": out.tool_call_id,
-                                "type": "function",
-                                "function": {"name": x, "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            else:
-                d = '{"tool_calls":[{"index":0,"function":{"arguments":' + json.dumps(x) + "}}]}"
-            res.append((h + d + t).encode())
-        return res
+            return (h + esc(x) + t).encode()
+        if kind == T.CONTENT:
+            d = '{"content":"' + esc(x) + '"}'
+        elif kind == T.REASONING:
+            d = '{"reasoning_content":"' + esc(x) + '"}'
+        elif kind == T.TOOL_NAME:
+            d = json.dumps(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": out.tool_call_id,
+                            "type": "function",
+                            "function": {"name": x, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        else:
+            d = '{"tool_calls":[{"index":0,"function":{"arguments":' + json.dumps(x) + "}}]}"
+        return (h + d + t).encode()
 
     def end(self, out: T.Output, finish: str, u: dict[str, Any] | None) -> bytes:
         r = self.req
@@ -369,6 +416,10 @@ class Encoder:
 
     def full(self, out: T.Output, u: dict[str, Any]) -> dict[str, Any]:
         r = self.req
+        if r.route == "chat" and self.session is not None:
+            raw = "".join(self.raw[: out.n_tokens])
+            choice_msg = self.session.message(raw, out.tool_call_id or "")
+            return self._full_chat(out, u, choice_msg)
         if r.route == "chat":
             msg: dict[str, Any] = {"role": "assistant", "content": out.text(T.CONTENT) or None}
             if out.reasoning_tokens:
@@ -391,3 +442,10 @@ class Encoder:
         choice["finish_reason"] = out.finish_reason
         choice["matched_stop"] = out.matched_stop
         return {"id": r.rid, "object": obj, "created": r.created, "model": r.model, "choices": [choice], "usage": u}
+
+    def _full_chat(self, out: T.Output, u: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
+        r = self.req
+        choice = {"index": 0, "message": msg, "logprobs": None, "finish_reason": out.finish_reason,
+                  "matched_stop": out.matched_stop}  # fmt: skip
+        return {"id": r.rid, "object": "chat.completion", "created": r.created, "model": r.model,
+                "choices": [choice], "usage": u}  # fmt: skip

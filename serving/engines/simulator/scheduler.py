@@ -4,6 +4,13 @@ The server drives it in real time (sleeping each batch's duration); ``report.py`
 virtual time to predict benchmark cells. Each call to :meth:`BatchScheduler.next_batch` picks one
 forward pass: a prefill of newly admitted requests (they stall decoding, as in SGLang without mixed
 chunks), else one decode step of every running request.
+
+Admission, as SGLang's (see :mod:`serving.capacity`): a running slot must be free and the KV pool
+must hold the request's ``reserve_tokens`` (its prompt plus ``new_token_ratio`` × ``max_tokens``;
+the prompt plus all of ``max_tokens`` reserves exactly) beyond what the running requests count.
+Retraction: when a decode step would need more KV than the pool holds, the running request with
+the fewest generated tokens is retracted — its KV freed, back to the head of the queue; on
+re-admission its prompt and the tokens generated so far are prefilled again.
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from serving.capacity.timing import TimingModel
 from serving.engines.simulator.prefix_cache import PrefixCache
-from serving.engines.simulator.timing import TimingModel
 
 
 @dataclass(eq=False)
@@ -28,9 +35,11 @@ class SimRequest:
     credit: float = 0.0
     state: str = "new"  # waiting | running | done | aborted
     admitted_at: float | None = None
+    retractions: int = 0
     first_token_at: float | None = None
     finished_at: float | None = None
     tag: Any = None  # the server's handle
+    probe: bool = False  # a health check's generation: kept out of the prefix-cache statistics
 
     @property
     def context(self) -> int:
@@ -43,6 +52,7 @@ class Batch:
     requests: list[SimRequest]
     duration_s: float
     tokens: int  # prefill: new prompt tokens; decode: batch size
+    retracted: list[SimRequest] = field(default_factory=list)  # decode: retracted before this step
 
 
 class BatchScheduler:
@@ -66,6 +76,7 @@ class BatchScheduler:
         self.accepted_tokens = 0
         self.decode_steps = 0
         self.request_steps = 0
+        self.retracted_total = 0
 
     # ---- queue -------------------------------------------------------------------------------
     def submit(self, r: SimRequest, now: float) -> None:
@@ -84,6 +95,21 @@ class BatchScheduler:
         self.kv_used -= r.reserve_tokens
         self.total_context -= r.context
 
+    def _retract(self, r: SimRequest) -> None:
+        """KV pool exhausted: ``r`` gives its KV back and waits at the head of the queue."""
+        self._free(r)
+        r.state, r.admitted_at = "waiting", None
+        r.retractions += 1
+        r.credit = 0.0
+        # what it holds when re-admitted: everything so far plus the rest of its estimate
+        r.reserve_tokens = max(r.reserve_tokens, r.context + 1)
+        self.retracted_total += 1
+        self.waiting.appendleft(r)
+
+    def _step_tokens(self, r: SimRequest) -> int:
+        """KV tokens the next decode step can add to ``r``."""
+        return min(int(r.credit + self.model.tokens_per_step), r.n_out - r.released)
+
     def fits(self, r: SimRequest) -> bool:
         """Whether ``r`` could ever be admitted (its reservation fits the empty pool)."""
         return r.reserve_tokens <= self.kv_pool_tokens
@@ -93,18 +119,25 @@ class BatchScheduler:
         admitted: list[SimRequest] = []
         new_tokens = 0
         cached_total = 0
+        # what running requests count against the pool: their estimate, or what they hold if more
+        committed = sum(max(r.reserve_tokens, r.context) for r in self.running)
         while self.waiting and len(self.running) + len(admitted) < self.max_running:
             r = self.waiting[0]
-            if self.kv_used + r.reserve_tokens > self.kv_pool_tokens and (self.running or admitted):
+            if committed + r.reserve_tokens > self.kv_pool_tokens and (self.running or admitted):
                 break  # head-of-line: wait for memory (an oversized request alone still runs)
-            if admitted and new_tokens + r.prompt_tokens > self.max_prefill_tokens:
+            if admitted and new_tokens + r.context > self.max_prefill_tokens:
                 break
             self.waiting.popleft()
-            r.cached = min(self.cache.match(r.pages), max(r.prompt_tokens - 1, 0))
-            self.cache.record(r.prompt_tokens, r.cached)
+            if r.retractions:
+                r.cached = 0  # recomputed: the prompt and every token generated so far
+            else:
+                r.cached = min(self.cache.match(r.pages), max(r.prompt_tokens - 1, 0))
+                if not r.probe:
+                    self.cache.record(r.prompt_tokens, r.cached)
             r.admitted_at, r.state = now, "running"
             self.kv_used += r.reserve_tokens
-            new_tokens += r.prompt_tokens - r.cached
+            committed += r.reserve_tokens
+            new_tokens += r.context - r.cached
             cached_total += r.cached
             admitted.append(r)
         if admitted:
@@ -113,11 +146,19 @@ class BatchScheduler:
                 self.total_context += r.context
             dur = self.model.prefill_s(new_tokens, cached_total // len(admitted))
             return Batch("prefill", admitted, dur, new_tokens)
+        retracted: list[SimRequest] = []
+        while len(self.running) > 1:
+            need = sum(self._step_tokens(r) for r in self.running)
+            if self.total_context + need <= self.kv_pool_tokens:
+                break
+            victim = min(reversed(self.running), key=lambda r: (r.released, -r.prompt_tokens))
+            self._retract(victim)
+            retracted.append(victim)
         decoding = [r for r in self.running if r.released < r.n_out]
         if not decoding:
             return None
         dur = self.model.decode_step_s(len(decoding), self.total_context)
-        return Batch("decode", decoding, dur, len(decoding))
+        return Batch("decode", decoding, dur, len(decoding), retracted)
 
     def complete(self, b: Batch, now: float) -> list[tuple[SimRequest, int]]:
         """Apply a finished pass: tokens released per request; finished requests leave."""
@@ -127,10 +168,11 @@ class BatchScheduler:
                 if r.state != "running":
                     continue
                 self.cache.insert(r.pages)
-                k = 1 if r.n_out > 0 else 0
+                k = 1 if r.n_out > r.released else 0
                 r.released += k
                 self.total_context += k
-                r.first_token_at = now
+                if r.first_token_at is None:
+                    r.first_token_at = now
                 out.append((r, k))
         else:
             self.decode_steps += 1

@@ -1,7 +1,8 @@
 """The simulator's HTTP server: SGLang 0.5.23's routes and JSON shapes on one asyncio loop.
 
-Routes are a table (:data:`ROUTES`); a thin ASGI wrapper applies, in order: the hang fault, the
-API key, then the route. Generation goes validate → plan output → pace tokens → encode.
+Routes are a table (``Simulator._route_table``, resolved by :class:`asgi.Routes`); the ASGI entry
+applies, in order: the API key, then the route. Generation goes validate → plan output → pace
+tokens (``pacers.py``) → encode (``protocol.py``); metrics live in ``metrics.py``.
 """
 
 from __future__ import annotations
@@ -14,28 +15,33 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
+from serving.capacity.timing import Deployment, TimingModel
 from serving.engines.simulator import protocol as P
 from serving.engines.simulator import text as T
 from serving.engines.simulator.args import SimArgs
+from serving.engines.simulator.asgi import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    Handler,
+    Receive,
+    Request,
+    Routes,
+    Scope,
+    Send,
+    send_raw,
+    send_simple,
+)
 from serving.engines.simulator.dist import Rank0
+from serving.engines.simulator.metrics import SimMetrics
+from serving.engines.simulator.pacers import PACERS, Job, ModelPacer, Pacer, ZeroPacer, pacer_kind
 from serving.engines.simulator.prefix_cache import PrefixCache
-from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
-from serving.engines.simulator.timing import Deployment, TimingModel
+from serving.engines.simulator.scheduler import BatchScheduler
+from serving.engines.simulator.sglang_parsers import load as load_sglang_parsers
 
 log = logging.getLogger("serving.simulator")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-JSON_HEADERS = [(b"content-type", b"application/json")]
 OPEN_PATHS = {"/health", "/health_generate", "/ready", "/metrics"}
 VERSION = "0.5.23"
 YIELD_EVERY = 16  # zero-delay streams give the loop a turn every this many tokens
@@ -57,166 +63,11 @@ def deployment_of(a: SimArgs) -> Deployment:
     )
 
 
-# ---- per-request state -------------------------------------------------------------------------
-
-
-class Job:
-    __slots__ = ("aborted", "cached", "chunks", "disconnected", "done", "event", "out", "req", "sim", "t0")
-
-    def __init__(self, req: P.GenRequest, out: T.Output, t0: float) -> None:
-        self.req, self.out, self.t0 = req, out, t0
-        self.sim = SimRequest(req.prompt_tokens, out.n_tokens, req.prompt_tokens + req.max_new, tag=self)
-        self.event = asyncio.Event()
-        self.chunks: list[bytes] = []
-        self.cached = 0
-        self.disconnected = self.aborted = self.done = False
-
-
-class Pacer:
-    """When each generated token of a job becomes available. One instance per server."""
-
-    name = "base"
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-
-    def start(self, job: Job) -> None:
-        self.sim.lookup_cache(job)
-
-    def stop(self, job: Job) -> None:
-        """The job ended (finished or aborted)."""
-
-    async def wait(self, job: Job, i: int) -> int:
-        """Block until token ``i`` is available; return how many tokens are available."""
-        raise NotImplementedError
-
-    def running(self) -> int:
-        return self.sim.active
-
-    def queued(self) -> int:
-        return 0
-
-
-class ZeroPacer(Pacer):
-    name = "zero-delay"
-
-    async def wait(self, job: Job, i: int) -> int:
-        return job.sim.n_out
-
-
-class FixedPacer(Pacer):
-    """Token ``i`` at arrival + TTFT + i × TPOT exactly (absolute deadlines: no drift)."""
-
-    name = "fixed"
-
-    def __init__(self, sim: Simulator) -> None:
-        super().__init__(sim)
-        scale = sim.args.time_scale
-        self.ttft = (sim.args.fixed_ttft_s or 0.0) * scale
-        self.tpot = (sim.args.fixed_tpot_s or 0.0) * scale
-
-    async def wait(self, job: Job, i: int) -> int:
-        delay = job.t0 + self.ttft + i * self.tpot - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return i + 1
-
-
-class ModelPacer(Pacer):
-    """The timing model: a scheduler task runs forward passes on the virtual GPU in real time."""
-
-    name = "model"
-
-    def __init__(self, sim: Simulator) -> None:
-        super().__init__(sim)
-        self.sched = sim.scheduler
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self, job: Job) -> None:
-        self.sched.submit(job.sim, time.monotonic())
-        self.wake.set()
-        if self.task is None:
-            self.task = asyncio.create_task(self._run())
-
-    def stop(self, job: Job) -> None:
-        if job.sim.state in ("waiting", "running"):
-            self.sched.abort(job.sim)
-
-    async def wait(self, job: Job, i: int) -> int:
-        s = job.sim
-        while s.released <= i and s.state in ("waiting", "running"):
-            job.event.clear()
-            await job.event.wait()
-        return s.released
-
-    def running(self) -> int:
-        return len(self.sched.running)
-
-    def queued(self) -> int:
-        return len(self.sched.waiting)
-
-    async def _run(self) -> None:
-        scale = self.sim.args.time_scale
-        t_end = time.monotonic()
-        while True:
-            now = time.monotonic()
-            batch = self.sched.next_batch(now)
-            if batch is None:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            for r in batch.requests:
-                if batch.kind == "prefill" and r.admitted_at is not None:
-                    self.sim.m_queue.observe(r.admitted_at - r.arrival)
-                    r.tag.cached = r.cached
-            t_end = max(t_end, now) + batch.duration_s * scale
-            delay = t_end - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for r, _ in self.sched.complete(batch, time.monotonic()):
-                r.tag.event.set()
-            for r in batch.requests:
-                if r.state == "done":
-                    r.tag.event.set()
-
-
-PACERS: dict[str, type[Pacer]] = {"zero": ZeroPacer, "fixed": FixedPacer, "model": ModelPacer}
-
-
-def pacer_kind(a: SimArgs) -> str:
-    if a.zero_delay:
-        return "zero"
-    if a.fixed_ttft_s is not None or a.fixed_tpot_s is not None:
-        return "fixed"
-    return "model"
-
-
-# ---- metrics -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Counts:
-    started: int = 0
-    finished: int = 0
-    aborted: int = 0
-    disconnected: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    streamed_tokens: int = 0
-    cached_tokens: int = 0
-
-
-_BUCKETS_TTFT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 20, 40, 80, 160)
-_BUCKETS_ITL = (0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1)
-_BUCKETS_E2E = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640)
-
-
 class Simulator:
     def __init__(self, args: SimArgs) -> None:
         self.args = args
         self.model = TimingModel(deployment_of(args))
-        cap = self.model.capacity(reserve_tokens=min(args.context_length, 16384))
+        cap = self.model.capacity()
         self.capacity = cap
         self.cache = PrefixCache(cap.kv_pool_tokens)
         self.scheduler = BatchScheduler(
@@ -227,75 +78,38 @@ class Simulator:
             max_prefill_tokens=max(args.chunked_prefill_size or 16384, 1),
         )
         self.pacer: Pacer = PACERS[pacer_kind(args)](self)
-        self.counts = Counts()
+        self.metrics = SimMetrics(args.served_model_name, self.gauge_values, lambda: self.scheduler.retracted_total)
+        self.parsers = load_sglang_parsers(args.sglang_path)
+        self.counts = self.metrics.counts
         self.active = 0
         self.jobs: dict[str, Job] = {}
         self.started_at = time.monotonic()
         self.rank0 = Rank0(args.nnodes, args.dist_init_addr or "", args.heartbeat_s) if args.nnodes > 1 else None
-        self._init_metrics()
-        self.routes: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]] = {
-            (m, path): h for path, methods, h in self._route_table() for m in methods
-        }
+        self.routes = Routes(self._route_table())
         self._hung = False
+        self.scheduler_hung = False  # fault: --sim-hang-scheduler-after-s
+        self.never = asyncio.Event()  # what a hung scheduler waits on
+        self.progress_at = 0.0  # when any request last got a token (health counts it as alive)
 
     # ---- metrics ----
-    def _init_metrics(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        lab = ["model_name"]
-        self.labels = {"model_name": self.args.served_model_name}
-        g = {
-            n: Gauge(f"sglang:{n}", d, lab, registry=r)
-            for n, d in [
-                ("num_running_reqs", "running requests"),
-                ("num_queue_reqs", "requests waiting in the queue"),
-                ("token_usage", "share of the KV token pool in use"),
-                ("mamba_usage", "share of recurrent-state slots in use"),
-                ("gen_throughput", "generation throughput (tokens/s), last interval"),
-                ("cache_hit_rate", "prefix-cache hit rate (tokens)"),
-                ("spec_accept_length", "mean accepted tokens per verify step"),
-                ("spec_accept_rate", "accepted / drafted tokens"),
-            ]
-        }
-        self.gauges = g
-        self.c_prompt = Counter("sglang:prompt_tokens", "prompt tokens", lab, registry=r)
-        self.c_gen = Counter("sglang:generation_tokens", "generated tokens", lab, registry=r)
-        self.c_abort = Counter("sglang:num_aborted_requests", "aborted requests", lab, registry=r)
-        self.c_req = Counter("sglang:num_requests", "finished requests", lab, registry=r)
-        self.m_ttft = Histogram(
-            "sglang:time_to_first_token_seconds", "TTFT", lab, buckets=_BUCKETS_TTFT, registry=r
-        ).labels(**self.labels)
-        self.m_itl = Histogram(
-            "sglang:inter_token_latency_seconds", "ITL", lab, buckets=_BUCKETS_ITL, registry=r
-        ).labels(**self.labels)
-        self.m_e2e = Histogram(
-            "sglang:e2e_request_latency_seconds", "E2E", lab, buckets=_BUCKETS_E2E, registry=r
-        ).labels(**self.labels)
-        self.m_queue = Histogram(
-            "sglang:queue_time_seconds", "queue time", lab, buckets=_BUCKETS_TTFT, registry=r
-        ).labels(**self.labels)
-        for m in (*g.values(), self.c_prompt, self.c_gen, self.c_abort, self.c_req):
-            m.labels(**self.labels)  # every series exists from the start, at 0
-        self._tp_last = (time.monotonic(), 0)
-
-    def _refresh_gauges(self) -> None:
-        L = self.labels
+    def gauge_values(self) -> dict[str, float]:
+        """SGLang's gauges, from the live state (read at scrape time)."""
         running, queued = self.pacer.running(), self.pacer.queued()
-        self.gauges["num_running_reqs"].labels(**L).set(running)
-        self.gauges["num_queue_reqs"].labels(**L).set(queued)
         pool = max(self.capacity.kv_pool_tokens, 1)
-        used = self.scheduler.kv_used if isinstance(self.pacer, ModelPacer) else 0
-        self.gauges["token_usage"].labels(**L).set(min(1.0, used / pool))
-        self.gauges["mamba_usage"].labels(**L).set(min(1.0, running / max(self.capacity.state_slots, 1)))
-        self.gauges["cache_hit_rate"].labels(**L).set(self.cache.hit_rate)
+        used = self.scheduler.total_context if isinstance(self.pacer, ModelPacer) else 0
+        slots = running * self.capacity.slots_per_request
         acc = self.scheduler.spec_accept_length if self.model.spec else 0.0
-        self.gauges["spec_accept_length"].labels(**L).set(acc)
         draft = self.model.d.draft_tokens or 1
-        self.gauges["spec_accept_rate"].labels(**L).set(acc / draft if self.model.spec else 0.0)
-        now, toks = time.monotonic(), self.counts.generation_tokens
-        t0, k0 = self._tp_last
-        if now - t0 > 0.5:
-            self.gauges["gen_throughput"].labels(**L).set((toks - k0) / (now - t0))
-            self._tp_last = (now, toks)
+        return {
+            "num_running_reqs": running,
+            "num_queue_reqs": queued,
+            "token_usage": min(1.0, used / pool),
+            "mamba_usage": min(1.0, slots / max(self.capacity.state_slots, 1)),
+            "gen_throughput": self.metrics.throughput(),
+            "cache_hit_rate": self.cache.hit_rate,
+            "spec_accept_length": acc,
+            "spec_accept_rate": acc / draft if self.model.spec else 0.0,
+        }
 
     # ---- health ----
     def not_ready(self) -> str | None:
@@ -325,7 +139,7 @@ class Simulator:
         )
         if req.thinking and not req.separate_reasoning:
             out = P.inline_reasoning(out)
-        job = Job(req, out, time.monotonic())
+        job = Job(req, out, time.monotonic(), self.args.new_token_ratio)
         job.sim.pages = T.page_hashes(req.prompt_text)
         return job
 
@@ -345,21 +159,22 @@ class Simulator:
         c = self.counts
         c.prompt_tokens += job.req.prompt_tokens
         c.cached_tokens += job.cached
-        self.c_prompt.labels(**self.labels).inc(job.req.prompt_tokens)
         if aborted:
             c.aborted += 1
-            self.c_abort.labels(**self.labels).inc()
         else:
             c.finished += 1
-            self.c_req.labels(**self.labels).inc()
-            self.m_e2e.observe(time.monotonic() - job.t0)
+            self.metrics.e2e.observe(time.monotonic() - job.t0)
 
     async def stream(self, job: Job, send: Send) -> None:
-        enc = P.Encoder(job.req)
+        """One SSE event per scheduler step carrying every token that step accepted (SGLang's
+        shape: with MTP a verify step yields several tokens in one delta). The zero-delay and
+        fixed pacers have no steps: one event per token."""
+        enc = P.Encoder(job.req, self.parsers, job.out)
         first = enc.first()
-        chunks = enc.tokens(job.out)
-        n = len(chunks)
         pacer, zero = self.pacer, isinstance(self.pacer, ZeroPacer)
+        per_step = pacer.steps
+        chunks = [] if per_step else enc.tokens(job.out)
+        n = job.out.n_tokens
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         if first is not None:
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -371,31 +186,32 @@ class Simulator:
             avail = await pacer.wait(job, i)
             if avail <= i or job.aborted:
                 break  # aborted by /abort_request
-            while i < avail and i < n:
-                await send({"type": "http.response.body", "body": chunks[i], "more_body": True})
-                i += 1
-                if crash is not None:
-                    c.streamed_tokens += 1
-                    if c.streamed_tokens >= crash:
-                        log.error("fault: --sim-crash-after-tokens %d reached; exiting abruptly", crash)
-                        os._exit(17)
-                if zero:
-                    if i % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    continue
-                now = time.monotonic()
-                if i == 1:
-                    self.m_ttft.observe(now - job.t0)
-                else:
-                    self.m_itl.observe(now - last)
-                last = now
+            j = min(avail, n) if per_step else i + 1
+            body = enc.step(job.out, i, j) if per_step else chunks[i]
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            k, i = j - i, j
+            if crash is not None:
+                c.streamed_tokens += k
+                if c.streamed_tokens >= crash:
+                    log.error("fault: --sim-crash-after-tokens %d reached; exiting abruptly", crash)
+                    os._exit(17)
+            if zero:
+                if i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                continue
+            now = time.monotonic()
+            if i == k:
+                self.metrics.ttft.observe(now - job.t0)
+            else:
+                for _ in range(k):  # SGLang: the gap split over the chunk's tokens
+                    self.metrics.itl.observe((now - last) / k)
+            last = now
         if zero and n:
-            self.m_ttft.observe(0.0)
+            self.metrics.ttft.observe(0.0)
         aborted = i < n
         c.generation_tokens += i
         if crash is None:
             c.streamed_tokens += i
-        self.c_gen.labels(**self.labels).inc(i)
         finish = "abort" if aborted else job.out.finish_reason
         u = P.usage(job.req, _truncated(job.out, i), job.cached, self.args.enable_cache_report)
         await send(
@@ -416,22 +232,23 @@ class Simulator:
                 break
             got = nxt
         if n:
-            self.m_ttft.observe(time.monotonic() - job.t0)
+            self.metrics.ttft.observe(time.monotonic() - job.t0)
         self.counts.generation_tokens += got
-        self.c_gen.labels(**self.labels).inc(got)
         out = _truncated(job.out, got)
         self.end(job, aborted=got < n)
         if got < n:
             out.finish_reason = "abort"
-        return P.Encoder(job.req).full(out, P.usage(job.req, out, job.cached, self.args.enable_cache_report))
+        return P.Encoder(job.req, self.parsers, job.out).full(
+            out, P.usage(job.req, out, job.cached, self.args.enable_cache_report)
+        )
 
     # ---- routes ----
-    def _route_table(self) -> list[tuple[str, tuple[str, ...], Callable[[Request], Awaitable[Any]]]]:
+    def _route_table(self) -> list[tuple[str, tuple[str, ...], Handler]]:
         return [
             ("/health", ("GET", "HEAD"), self.health),
             ("/health_generate", ("GET", "HEAD"), self.health_generate),
             ("/ready", ("GET", "HEAD"), self.ready),
-            ("/metrics", ("GET",), self.metrics),
+            ("/metrics", ("GET",), self.prometheus),
             ("/v1/models", ("GET",), self.models),
             ("/v1/chat/completions", ("POST",), self.chat),
             ("/v1/completions", ("POST",), self.completions),
@@ -445,49 +262,40 @@ class Simulator:
         ]
 
     async def health(self, rq: Request) -> Any:
-        why = self.not_ready() or ("fault: --sim-fail-health" if self.args.fail_health else None)
-        return (503, why) if why else (200, b"")
-
-    async def health_generate(self, rq: Request) -> Any:
+        """``/health`` and ``/health_generate`` (the same in SGLang): a 1-token generation through
+        the scheduler. 200 once it finishes, or once any other request made progress since the
+        check began (a busy engine is a live one, as in SGLang); 503 after ``--sim-health-timeout-s``."""
         why = self.not_ready() or ("fault: --sim-fail-health" if self.args.fail_health else None)
         if why:
             return 503, why
-        if isinstance(self.pacer, ModelPacer):
-            req = P.GenRequest(
-                "completion",
-                "HEALTH_CHECK_" + uuid.uuid4().hex,
-                self.args.served_model_name,
-                False,
-                False,
-                "ping",
-                1,
-                1,
-                True,
-                0,
-                False,
-                True,
-                [],
-                None,
-            )
-            job = self.new_job(req)
-            self.pacer.start(job)
-            try:
-                await asyncio.wait_for(self.pacer.wait(job, 0), 20)
-            except TimeoutError:
-                return 503, "health generation did not finish in 20 s"
-            finally:
-                self.pacer.stop(job)
+        tic = time.monotonic()
+        req = P.probe_request("HEALTH_CHECK_" + uuid.uuid4().hex, self.args.served_model_name)
+        job = self.new_job(req)
+        job.sim.probe = True
+        self.pacer.start(job)
+        try:
+            deadline = tic + self.args.health_timeout_s
+            got = 0
+            while got < 1 and self.progress_at <= tic:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return 503, f"health generation did not finish in {self.args.health_timeout_s:g} s"
+                with contextlib.suppress(TimeoutError):
+                    got = await asyncio.wait_for(self.pacer.wait(job, 0), min(left, 0.05))
+        finally:
+            self.pacer.stop(job)
         return 200, b""
+
+    health_generate = health
 
     async def ready(self, rq: Request) -> Any:
         why = self.not_ready()
         return (503, why) if why else (200, {"status": "ready"})
 
-    async def metrics(self, rq: Request) -> Any:
+    async def prometheus(self, rq: Request) -> Any:
         if not self.args.enable_metrics:
             raise P.ApiError(404, "metrics are off: start with --enable-metrics")
-        self._refresh_gauges()
-        return 200, ("text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry))
+        return 200, ("text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
 
     async def models(self, rq: Request) -> Any:
         a = self.args
@@ -529,7 +337,8 @@ class Simulator:
 
     async def server_info(self, rq: Request) -> Any:
         a = self.args
-        info = {k: v for k, v in a.__dict__.items() if k not in ("api_key", "extra")}
+        info = {k: v for k, v in a.__dict__.items() if k not in ("api_key", "extra", "sim")}
+        info.update(a.sim.model_dump())  # the --sim-* knobs as plain keys
         info.update(
             version=VERSION,
             engine="simulator",
@@ -541,7 +350,7 @@ class Simulator:
             internal_states=[
                 {
                     "avg_spec_accept_length": self.scheduler.spec_accept_length,
-                    "last_gen_throughput": self.gauges["gen_throughput"].labels(**self.labels)._value.get(),
+                    "last_gen_throughput": self.metrics.throughput(),
                 }
             ],
         )
@@ -606,6 +415,8 @@ class Simulator:
                 "queued": self.pacer.queued(),
                 "max_running": self.capacity.max_running,
                 "kv_pool_tokens": self.capacity.kv_pool_tokens,
+                "state_slots": self.capacity.state_slots,
+                "retracted": self.scheduler.retracted_total,
             },
             "ranks": self.rank0.status() if self.rank0 else {"nnodes": 1, "joined": [], "lost": [], "ready": True},
             "ready": self.not_ready() is None,
@@ -624,18 +435,13 @@ class Simulator:
                 auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
                 if auth != f"Bearer {self.args.api_key}":
                     raise P.ApiError(401, "Unauthorized: invalid or missing API key (Authorization: Bearer …)")
-            handler = self.routes.get((method, path))
-            if handler is None:
-                if any(p == path for _, p in self.routes):
-                    raise P.ApiError(405, f"method {method} not allowed on {path}")
-                raise P.ApiError(404, f"no route {path}")
-            res = await handler(Request(scope, receive))
+            res = await self.routes.resolve(method, path)(Request(scope, receive))
             if isinstance(res, GenerationResponse):
                 await res(scope, receive, send)
             else:
-                await _send_simple(send, *res)
+                await send_simple(send, *res)
         except P.ApiError as e:
-            await _send_raw(send, e.status, JSON_HEADERS, e.body())
+            await send_raw(send, e.status, JSON_HEADERS, e.body())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -658,6 +464,14 @@ class Simulator:
             await self.rank0.start()
         if self.args.hang_after_s is not None:
             asyncio.get_running_loop().call_later(self.args.hang_after_s, self._hang)
+        if self.args.hang_scheduler_after_s is not None:
+            asyncio.get_running_loop().call_later(self.args.hang_scheduler_after_s, self._hang_scheduler)
+
+    def _hang_scheduler(self) -> None:
+        """Fault: the scheduler stops stepping (a wedged GPU); HTTP still answers, generations and
+        the health check's generation never finish."""
+        log.error("fault: --sim-hang-scheduler-after-s reached; the scheduler stops")
+        self.scheduler_hung = True
 
     def _hang(self) -> None:
         """Fault: the whole process stops answering (a wedged engine); SIGTERM still ends it."""
@@ -672,31 +486,6 @@ def _truncated(out: T.Output, n: int) -> T.Output:
     if n >= out.n_tokens:
         return out
     return T.Output(out.pieces[:n], "abort", None, out.tool_name, out.tool_call_id, min(out.reasoning_tokens, n))
-
-
-class Request:
-    __slots__ = ("receive", "scope")
-
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.scope, self.receive = scope, receive
-
-    async def body(self) -> bytes:
-        parts = []
-        while True:
-            msg = await self.receive()
-            if msg["type"] == "http.disconnect":
-                break
-            parts.append(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        return b"".join(parts)
-
-    async def json(self) -> Any:
-        raw = await self.body()
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise P.ApiError(400, f"the request body is not valid JSON: {e}") from None
 
 
 class GenerationResponse:
@@ -725,7 +514,7 @@ class GenerationResponse:
                 await sim.stream(job, send)
             else:
                 body = await sim.complete(job)
-                await _send_raw(send, 200, JSON_HEADERS, json.dumps(body).encode())
+                await send_raw(send, 200, JSON_HEADERS, json.dumps(body).encode())
         except (asyncio.CancelledError, OSError):
             if not job.disconnected:
                 sim.end(job, aborted=True)
@@ -736,24 +525,6 @@ class GenerationResponse:
         finally:
             watcher.cancel()
             sim.end(job, aborted=True)  # no-op when it already ended
-
-
-async def _send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_simple(send: Send, status: int, body: Any) -> None:
-    if status >= 400 and isinstance(body, str):
-        err = P.ApiError(status, body)
-        await _send_raw(send, status, JSON_HEADERS, err.body())
-    elif isinstance(body, bytes):
-        await _send_raw(send, status, [(b"content-type", b"text/plain; charset=utf-8")], body)
-    elif isinstance(body, tuple):
-        ctype, payload = body
-        await _send_raw(send, status, [(b"content-type", ctype.encode())], payload)
-    else:
-        await _send_raw(send, status, JSON_HEADERS, json.dumps(body).encode())
 
 
 def serve(args: SimArgs) -> None:

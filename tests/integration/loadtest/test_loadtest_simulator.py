@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from serving.capacity.timing import Deployment, TimingModel
 from serving.config import load_settings
 from serving.engines import plan_instance
-from serving.engines.simulator.timing import Deployment, TimingModel
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.integration

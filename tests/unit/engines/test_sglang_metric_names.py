@@ -44,7 +44,7 @@ def test_dashboards_alerts_and_benchmarks_read_only_sglang_metrics(sglang: Any, 
 
 def test_the_simulator_declares_only_sglang_metrics(sglang: Any) -> None:
     sim = Simulator(parse_args(["--sim-preset", "qwen3.6-27b", "--enable-metrics"]))
-    families = {m.name for m in sim.registry.collect()}
+    families = {m.name for m in sim.metrics.registry.collect()}
     assert families
     assert (
         sorted(f for f in families if f not in sglang.metric_names() and f"{f}_total" not in sglang.metric_names())

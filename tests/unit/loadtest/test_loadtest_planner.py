@@ -182,3 +182,15 @@ def test_plan_cli_per_answer_token_writes_values_the_chart_accepts(tmp_path):
     bad = CliRunner().invoke(app, ["plan", "--rps", "1", "--per", "token"])
     assert bad.exit_code == 2
     assert "--per" in bad.output
+
+
+def test_planner_batch_limit_is_the_launch_plans_admission_default():
+    from loadtest.planner import Candidate, candidate_settings, max_batch
+    from serving.config import load_settings, resolved_max_running
+
+    c = Candidate("qwen3.6-27b", "h200", 1, False, True)
+    s = load_settings(overrides=candidate_settings(c), env={})
+    # short requests: the KV pool is no limit, so the planner runs what the launch plan admits
+    assert max_batch(c, 1000, 500) == resolved_max_running(s)
+    # long ones: the pool is (state slots would admit more than fit at once)
+    assert max_batch(c, 100_000, 20_000) < resolved_max_running(s)

@@ -63,3 +63,20 @@ def test_errors_and_truncation_are_reported():
     assert t.error
     assert "DONE" in t.error
     assert t.tpot_s is None  # one token: no TPOT
+
+
+def test_multi_token_chunks_give_chunk_itl_and_per_token_tpot_from_usage():
+    # SGLang with MTP: one chunk per scheduler step, several tokens in each delta.
+    events = [
+        (0.10, delta(content="a")),
+        (0.13, delta(content="b c d")),
+        (0.16, delta(content="e f")),
+        (0.17, data({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}})),
+        (0.17, b"data: [DONE]\n"),
+    ]
+    readline, clock = feed(events)
+    t = read_stream(readline, 0.0, clock)
+    assert t.itl_s == pytest.approx([0.03, 0.03])  # gaps between chunks, as bench_serving measures ITL
+    assert t.events == 3
+    assert t.tokens == 6  # usage, not events
+    assert t.tpot_s == pytest.approx((0.17 - 0.10) / 5)

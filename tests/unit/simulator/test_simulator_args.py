@@ -73,3 +73,31 @@ def test_multi_node_needs_a_dist_addr(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         parse_args(["--nnodes", "2", "--node-rank", "1"])
     assert "--dist-init-addr" in capsys.readouterr().err
+
+
+def test_every_simulator_setting_is_a_flag_and_survives_the_launch_plan() -> None:
+    from serving.config import load_settings
+    from serving.config.settings import SimulatorSettings
+    from serving.engines.simulator.plan import sim_args
+
+    knobs = {
+        "time_scale": 0.5,
+        "fixed_tpot_s": 0.02,
+        "crash_after_tokens": 7,
+        "fail_health": True,
+        "hang_scheduler_after_s": 3.0,
+        "health_timeout_s": 2.5,
+        "new_token_ratio": 0.4,
+    }
+    s = load_settings(
+        overrides={"model": {"preset": "qwen3.6-27b"}, "engine": {"kind": "simulator", "simulator": knobs}}, env={}
+    )
+    a = parse_args(sim_args(s), Path("/nonexistent.json"))
+    for name in SimulatorSettings.model_fields:  # one flag per field, no list kept by hand
+        assert getattr(a, name) == getattr(s.engine.simulator, name), name
+
+
+def test_sim_knob_bounds_come_from_the_settings_field(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--sim-time-scale", "0"], Path("/nonexistent.json"))
+    assert "--sim-time-scale" in capsys.readouterr().err

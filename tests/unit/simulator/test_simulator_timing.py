@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from serving.capacity.timing import Deployment, TimingModel
 from serving.config.hardware import GpuType
 from serving.engines.simulator import text as T
 from serving.engines.simulator.prefix_cache import PrefixCache
 from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
-from serving.engines.simulator.timing import Deployment, TimingModel
 
 pytestmark = pytest.mark.unit
 
@@ -63,8 +63,13 @@ def test_tp_divides_weights_with_some_overhead() -> None:
 def test_capacity_from_memory() -> None:
     big = TimingModel(Deployment.of("qwen3.6-27b", gpu=GpuType.H200, max_running=48))
     small = TimingModel(Deployment.of("qwen3.6-27b", gpu=GpuType.H100, max_running=48))
-    assert big.capacity().kv_pool_tokens > 10 * small.capacity().kv_pool_tokens
+    # SGLang splits what the weights leave between the state pool and the KV pool (0.9 : 1), so the
+    # pool grows with the room left: H200 ~62 GiB vs H100 ~18 GiB of room → ~4× the tokens. (Before
+    # issue 14.5 every one of 48 slots took two fp32 states out of the H100's room first: >10×.)
+    assert big.capacity().kv_pool_tokens > 3 * small.capacity().kv_pool_tokens
     assert small.capacity().kv_pool_tokens > 0
+    # and the state pool bounds the running requests below the 48 asked on the H100
+    assert small.capacity().max_running < 48 == big.capacity().requested
 
 
 def _sched(m: TimingModel, *, pool: int, max_running: int = 64, cache: PrefixCache | None = None) -> BatchScheduler:
@@ -161,3 +166,43 @@ def test_output_plan_reasoning_stop_and_tool() -> None:
     call = T.plan_output(max_new=50, exact=False, seed=0, thinking=False, stop=[], tool=tool, call_id="c")
     assert call.finish_reason == "tool_calls"
     assert call.text(T.TOOL_ARGS) == '{"a": 1}'
+
+
+def test_running_requests_are_bounded_by_state_slots_and_extra_buffer_costs_slots() -> None:
+    with_extra = model(max_running=256, ssm_dtype="bfloat16").capacity()
+    without = model(max_running=256, ssm_dtype="bfloat16", extra_buffer=False).capacity()
+    assert with_extra.slots_per_request == 5
+    assert without.slots_per_request == 3
+    assert with_extra.max_running == with_extra.state_slots // 5 < 256
+    assert without.max_running == without.state_slots // 3 > with_extra.max_running
+
+
+def test_kv_pool_exhaustion_retracts_the_newest_request_and_it_finishes_later() -> None:
+    # a pool for ~2.5 requests at full length, three admitted on the 0.7 estimate: one is retracted
+    s = _sched(model(), pool=2500, max_running=8)
+    reqs = [SimRequest(200, 800, 200 + 560) for _ in range(3)]
+    for r in reqs:
+        s.submit(r, 0.0)
+    now, released = 0.0, 0
+    while (batch := s.next_batch(now)) is not None:
+        now += batch.duration_s
+        released += sum(k for _, k in s.complete(batch, now))
+    assert all(r.state == "done" for r in reqs)
+    assert released == 3 * 800  # every token once: the retracted request resumes, not restarts
+    assert s.retracted_total >= 1
+    assert reqs[-1].retractions >= 1
+    assert reqs[0].retractions == 0
+    assert s.total_context == 0
+
+
+def test_exact_reservation_never_retracts() -> None:
+    s = _sched(model(), pool=2500, max_running=8)
+    reqs = [SimRequest(200, 800, 1000) for _ in range(3)]
+    for r in reqs:
+        s.submit(r, 0.0)
+    now = 0.0
+    while (batch := s.next_batch(now)) is not None:
+        now += batch.duration_s
+        s.complete(batch, now)
+    assert all(r.state == "done" for r in reqs)
+    assert s.retracted_total == 0

@@ -15,10 +15,8 @@ Per forward pass:
   grows ``draft``×) after ``draft − 1`` draft passes of the one MTP layer + LM head, and yields
   ``accept_length`` tokens per request on average.
 
-Capacity (SGLang-like pools): the static budget (GPU memory × ``--mem-fraction-static``) holds the
-weights ÷ TP, one recurrent-state slot per running request (two with ``extra_buffer``), and a KV
-token pool with the rest. A request is admitted when a slot is free and the pool can hold its prompt
-plus its ``max_tokens``; the rest wait in the queue.
+Capacity: :mod:`serving.capacity` (SGLang's state-slot pool and paged KV token pool); admission and
+retraction: ``scheduler.py``.
 """
 
 from __future__ import annotations
@@ -26,10 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from serving.capacity import Capacity, Layout, capacity, kv_bytes_per_token, weight_bytes
 from serving.config.hardware import GPU_PROFILES, GpuProfile, GpuType
-from serving.config.memory import kv_bytes_per_token, weight_bytes
 from serving.config.presets import ModelPreset, get_preset
 
+SPEC_DEFAULT_MAX_RUNNING = 48  # SGLang's --max-running-requests when unset with speculative decoding
 MOE_EXPERTS = 256
 MOE_TOP_K = 8
 
@@ -78,15 +77,6 @@ class Deployment:
         return replace(self, **kw)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class Capacity:
-    max_running: int
-    kv_pool_tokens: int
-    state_slots: int
-    budget_bytes: int
-    weights_bytes: int
-
-
 class TimingModel:
     def __init__(self, d: Deployment, cal: Calibration = DEFAULT_CALIBRATION) -> None:
         self.d, self.cal = d, cal
@@ -115,22 +105,24 @@ class TimingModel:
         self.accept = min(d.accept_length, float(d.draft_tokens or 1)) if self.spec else 1.0
 
     # ---- capacity ----------------------------------------------------------------------------
-    def capacity(self, reserve_tokens: int | None = None) -> Capacity:
-        """Running slots and KV pool. ``reserve_tokens``: the tokens one request holds (for sizing
-        slots when ``--max-running-requests`` is unset: as many as fit with that much KV each)."""
-        budget = int(self.gpu.memory_bytes * self.d.mem_fraction)
-        weights = int(self.weights_total / self.shards)
-        room = max(0, budget - weights)
-        slot = self.state * (2 if self.d.extra_buffer else 1)
-        if self.d.max_running is not None:
-            slots = self.d.max_running
-        else:
-            per = slot + (reserve_tokens or self.d.preset.max_context) * self.pool_kv_per_token
-            slots = max(1, min(256, room // max(per, 1)))
-        slots = min(slots, room // slot) if slot else slots
-        kv = self.pool_kv_per_token if self.spec else self.kv_per_token
-        pool = (room - slots * slot) // kv if kv else 1 << 40
-        return Capacity(int(max(slots, 0)), int(max(pool, 0)), int(slots), budget, weights)
+    def capacity(self) -> Capacity:
+        """State slots, KV token pool and running bound (:mod:`serving.capacity`, SGLang's pools).
+        Without ``--max-running-requests``, SGLang caps it at 48 with speculative decoding."""
+        d = self.d
+        layout = Layout(
+            d.preset,
+            d.gpu,
+            tp=d.tp,
+            pp=d.pp,
+            mem_fraction=d.mem_fraction,
+            kv_cache_dtype=d.kv_cache_dtype,
+            ssm_dtype=d.ssm_dtype,
+            quantization=d.quantization,
+            draft_tokens=d.draft_tokens,
+            radix_cache_strategy="extra_buffer" if d.extra_buffer else "no_buffer",
+        )
+        requested = d.max_running if d.max_running is not None else (SPEC_DEFAULT_MAX_RUNNING if self.spec else None)
+        return capacity(layout, requested)
 
     # ---- forward passes ----------------------------------------------------------------------
     def weight_bytes_touched(self, tokens: int) -> float:

@@ -1,0 +1,171 @@
+"""When generated tokens become available: one pacer per server (a registry keyed by kind).
+
+- ``zero``: everything at once (load-generator benchmarks); one SSE event per token.
+- ``fixed``: token ``i`` at arrival + TTFT + i × TPOT (absolute deadlines); one event per token.
+- ``model``: a scheduler task runs forward passes of :class:`BatchScheduler` on the virtual GPU in
+  real time; one event per scheduler step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from serving.capacity import admission_reserve
+from serving.engines.simulator import protocol as P
+from serving.engines.simulator import text as T
+from serving.engines.simulator.args import SimArgs
+from serving.engines.simulator.scheduler import SimRequest
+
+if TYPE_CHECKING:
+    from serving.engines.simulator.server import Simulator
+
+
+class Job:
+    __slots__ = ("aborted", "cached", "chunks", "disconnected", "done", "event", "out", "req", "sim", "t0")
+
+    def __init__(self, req: P.GenRequest, out: T.Output, t0: float, ratio: float) -> None:
+        self.req, self.out, self.t0 = req, out, t0
+        reserve = admission_reserve(req.prompt_tokens, req.max_new, ratio)
+        self.sim = SimRequest(req.prompt_tokens, out.n_tokens, reserve, tag=self)
+        self.event = asyncio.Event()
+        self.chunks: list[bytes] = []
+        self.cached = 0
+        self.disconnected = self.aborted = self.done = False
+
+
+class Pacer:
+    """When each generated token of a job becomes available. One instance per server."""
+
+    name = "base"
+    steps = False  # whether tokens come in scheduler steps (one SSE event each) or one by one
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def start(self, job: Job) -> None:
+        if not job.sim.probe:
+            self.sim.lookup_cache(job)
+
+    def stop(self, job: Job) -> None:
+        """The job ended (finished or aborted)."""
+
+    async def wait(self, job: Job, i: int) -> int:
+        """Block until token ``i`` is available; return how many tokens are available."""
+        if self.sim.scheduler_hung:
+            await self.sim.never.wait()
+        n = await self._wait(job, i)
+        if not job.sim.probe:
+            self.sim.progress_at = time.monotonic()
+        return n
+
+    async def _wait(self, job: Job, i: int) -> int:
+        raise NotImplementedError
+
+    def running(self) -> int:
+        return self.sim.active
+
+    def queued(self) -> int:
+        return 0
+
+
+class ZeroPacer(Pacer):
+    name = "zero-delay"
+
+    async def _wait(self, job: Job, i: int) -> int:
+        return job.sim.n_out
+
+
+class FixedPacer(Pacer):
+    """Token ``i`` at arrival + TTFT + i × TPOT exactly (absolute deadlines: no drift)."""
+
+    name = "fixed"
+
+    def __init__(self, sim: Simulator) -> None:
+        super().__init__(sim)
+        scale = sim.args.time_scale
+        self.ttft = (sim.args.fixed_ttft_s or 0.0) * scale
+        self.tpot = (sim.args.fixed_tpot_s or 0.0) * scale
+
+    async def _wait(self, job: Job, i: int) -> int:
+        delay = job.t0 + self.ttft + i * self.tpot - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return i + 1
+
+
+class ModelPacer(Pacer):
+    """The timing model: a scheduler task runs forward passes on the virtual GPU in real time."""
+
+    name = "model"
+    steps = True
+
+    def __init__(self, sim: Simulator) -> None:
+        super().__init__(sim)
+        self.sched = sim.scheduler
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, job: Job) -> None:
+        self.sched.submit(job.sim, time.monotonic())
+        self.wake.set()
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
+
+    def stop(self, job: Job) -> None:
+        if job.sim.state in ("waiting", "running"):
+            self.sched.abort(job.sim)
+
+    async def wait(self, job: Job, i: int) -> int:
+        s = job.sim  # no hang gate here: the scheduler task itself stops stepping
+        while s.released <= i and s.state in ("waiting", "running"):
+            job.event.clear()
+            await job.event.wait()
+        return s.released
+
+    def running(self) -> int:
+        return len(self.sched.running)
+
+    def queued(self) -> int:
+        return len(self.sched.waiting)
+
+    async def _run(self) -> None:
+        scale = self.sim.args.time_scale
+        t_end = time.monotonic()
+        while True:
+            if self.sim.scheduler_hung:
+                await self.sim.never.wait()
+            now = time.monotonic()
+            batch = self.sched.next_batch(now)
+            if batch is None:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            for r in batch.requests:
+                if batch.kind == "prefill" and r.admitted_at is not None:
+                    self.sim.metrics.queue.observe(r.admitted_at - r.arrival)
+                    r.tag.cached = r.cached
+            t_end = max(t_end, now) + batch.duration_s * scale
+            delay = t_end - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            done_at = time.monotonic()
+            for r, k in self.sched.complete(batch, done_at):
+                r.tag.event.set()
+                if k and not r.probe:
+                    self.sim.progress_at = done_at
+            for r in batch.requests:
+                if r.state == "done":
+                    r.tag.event.set()
+
+
+PACERS: dict[str, type[Pacer]] = {"zero": ZeroPacer, "fixed": FixedPacer, "model": ModelPacer}
+
+
+def pacer_kind(a: SimArgs) -> str:
+    if a.zero_delay:
+        return "zero"
+    if a.fixed_ttft_s is not None or a.fixed_tpot_s is not None:
+        return "fixed"
+    return "model"
