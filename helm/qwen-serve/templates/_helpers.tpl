@@ -69,6 +69,7 @@ qwen3.6-27b-fp8: Qwen/Qwen3.6-27B-FP8
 qwen3.6-35b-a3b: Qwen/Qwen3.6-35B-A3B
 qwen3.6-35b-a3b-fp8: Qwen/Qwen3.6-35B-A3B-FP8
 smollm2-135m: ""
+qwen3-tiny: ""
 {{- end }}
 
 {{/* The repo the download init container fetches: download.repo, else a repo-id model.path, else the preset's. */}}
