@@ -1,7 +1,8 @@
-# qwen-serve images (not built in CI here: no Docker engine). Two targets:
+# qwen-serve images (not built in CI here: no Docker engine). Three targets:
 #   docker build -t qwen-serve:0.1.0 .                       # GPU: SGLang 0.5.23 + Ray + serving
+#   docker build --target vllm -t qwen-serve:0.1.0-vllm .    # GPU: vLLM 0.33.0 + Ray + serving (values-vllm-h100.yaml)
 #   docker build --target cpu -t qwen-serve:0.1.0-cpu .      # CPU: llama.cpp + SmolLM2 GGUF (values-cpu-dev.yaml)
-# Both run as uid 1000 (the chart sets runAsNonRoot) and keep writable state under /tmp and $HF_HOME.
+# All run as uid 1000 (the chart sets runAsNonRoot) and keep writable state under /tmp and $HF_HOME.
 
 FROM lmsysorg/sglang:v0.5.23 AS gpu
 WORKDIR /opt/qwen-serve
@@ -13,6 +14,24 @@ RUN pip install --no-cache-dir . \
  && mkdir -p /models && chown 1000:1000 /models
 USER 1000
 ENV HOME=/tmp/home HF_HOME=/models/hf
+
+# vLLM's own CUDA image: its torch, CUDA libraries and the `vllm` CLI (the plan runs `vllm serve`).
+# The serving package adds Ray Serve and the gateway next to it; nothing of vLLM's is reinstalled
+# (`pip install .` without the `vllm` extra). The base image's ENTRYPOINT (`vllm serve`) is
+# cleared: KubeRay starts `ray start` in the pods and the replicas launch vLLM themselves.
+FROM vllm/vllm-openai:v0.33.0 AS vllm
+WORKDIR /opt/qwen-serve
+COPY pyproject.toml README.md ./
+COPY serving ./serving
+COPY loadtest ./loadtest
+RUN pip install --no-cache-dir . \
+ && python -c "import vllm, ray; assert vllm.__version__.startswith('0.33.'), vllm.__version__" \
+ && (id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --create-home --shell /bin/bash ray) \
+ && mkdir -p /models && chown 1000:1000 /models
+USER 1000
+ENV HOME=/tmp/home HF_HOME=/models/hf
+ENTRYPOINT []
+CMD ["/bin/bash"]
 
 FROM python:3.11-slim AS cpu
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \

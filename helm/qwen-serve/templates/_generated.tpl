@@ -2,6 +2,7 @@
 
 {{/* Hugging Face repository of each model preset (serving/config/presets.py). */}}
 {{- define "qwen-serve.presetRepos" -}}
+qwen3-tiny: ''
 qwen3.6-27b: Qwen/Qwen3.6-27B
 qwen3.6-27b-fp8: Qwen/Qwen3.6-27B-FP8
 qwen3.6-35b-a3b: Qwen/Qwen3.6-35B-A3B
