@@ -59,6 +59,23 @@ def sglang_wheel() -> Path:
         pytest.fail(f"SGLang's wheel is needed to check against SGLang's own code: {e}", pytrace=False)
 
 
+def wait_http_ok(url: str, proc: Any, log: Path, *, what: str, timeout_s: float) -> None:
+    """Until ``url`` answers 200; fail with the log's tail if ``proc`` exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{what} not ready after {timeout_s:g} s:\n{log.read_text()[-3000:]}")
+
+
 def start_uvicorn(app: Any, **config: Any) -> tuple[Any, threading.Thread, str]:
     """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; wait until it listens."""
     import uvicorn

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,7 +21,7 @@ from serving.engines import plan_instance
 from serving.engines.llamacpp import DEFAULT_BINARY
 from serving.gateway import create_app
 from serving.registry import Endpoint, StaticEndpoints
-from tests.conftest import free_port, start_uvicorn, stop_uvicorn
+from tests.conftest import free_port, start_uvicorn, stop_uvicorn, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,17 +39,7 @@ class EngineProc:
 
 
 def _wait_healthy(e: EngineProc, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if e.proc.poll() is not None:
-            pytest.fail(f"engine {e.name} exited with {e.proc.returncode}:\n{e.log.read_text()[-3000:]}")
-        try:
-            if httpx.get(e.url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"engine {e.name} not healthy after {timeout_s}s:\n{e.log.read_text()[-3000:]}")
+    wait_http_ok(e.url + "/health", e.proc, e.log, what=f"engine {e.name}", timeout_s=timeout_s)
 
 
 @pytest.fixture

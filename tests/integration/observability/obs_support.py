@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "helm"))
 
 from helm_support import CHART, EVERYTHING_ON, render  # noqa: E402  (found on the path set above)
+
+from tests.conftest import wait_http_ok  # noqa: E402
 
 NAMESPACE = "llm"  # the release namespace the chart is rendered into
 RELEASE = "qwen"
@@ -103,18 +104,11 @@ class Prometheus:
         ]
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"prometheus not ready after 60 s:\n{self.log.read_text()[-3000:]}")
+        try:
+            wait_http_ok(self.url + "/-/ready", self.proc, self.log, what="prometheus", timeout_s=60)
+        except BaseException:
+            self.stop()
+            raise
 
     def api(self, path: str, **params: Any) -> Any:
         r = httpx.get(self.url + "/api/v1/" + path, params=params, timeout=30)
