@@ -64,6 +64,7 @@ def test_a_llamacpp_engine_whose_scheduler_is_stuck_is_replaced(serve_app):
             timeout_s=90,
             interval_s=0.5,
         )
+    took = time.monotonic() - t0
     assert new[0]["url"] != info["url"]
-    assert time.monotonic() - t0 < 90
+    print(f"stuck llama.cpp scheduler: a new replica served after {took:.1f} s")  # docs/reliability.md
     poll(lambda: pid_gone(pid), 60)  # the stuck engine was stopped, not left behind
