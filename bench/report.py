@@ -241,6 +241,15 @@ def llama_builds_md(lb: dict[str, Any]) -> str:
     return head + table(["build", "tokens/s", "engine tokens/s", "× native", "measured s", "CPU backend flags"], rows)
 
 
+def fair_queuing_md(fq: dict[str, Any]) -> str:
+    head = ("A light interactive tenant (2 streams) alone, then beside a batch tenant at 10× its load: with the "
+            "engine's own FIFO queue, and with the gateway's weighted fair admission.\n\n")  # fmt: skip
+    rows = [[arm, fmt(fq[arm]["light_ttft_p50_s"], 3), fmt(fq[arm].get("light_ttft_p50_vs_alone", 1.0), 2),
+             fq[arm]["light_requests"], fq[arm]["batch_requests"], len(fq[arm]["errors"])]
+            for arm in ("alone", "fifo", "fair") if arm in fq]  # fmt: skip
+    return head + table(["arm", "light TTFT p50 s", "× alone", "light requests", "batch requests", "errors"], rows)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "stack_tax": stack_md,
     "routing": routing_md,
@@ -248,6 +257,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "autoscaling": autoscaling_md,
     "llama_builds": llama_builds_md,
     "admission": admission_md,
+    "fair_queuing": fair_queuing_md,
 }
 TITLES = {
     "stack_tax": "1. Stack tax",
@@ -256,6 +266,7 @@ TITLES = {
     "autoscaling": "4. Autoscaling under a step",
     "llama_builds": "5. llama-server builds (tokens/s per CPU configuration)",
     "admission": "6. Default max_running_requests vs a sweep",
+    "fair_queuing": "7. Fair admission under a noisy neighbour",
 }
 
 

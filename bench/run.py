@@ -85,6 +85,14 @@ def admission(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return ad.run()
 
 
+def fair_queuing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    import asyncio
+
+    from bench import fair_queuing as fq
+
+    return {"status": "measured", **asyncio.run(fq.run(15.0 if args.quick else 30.0, 2, 10))}
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
@@ -92,6 +100,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "autoscaling": autoscaling,
     "llama_builds": llama_builds,
     "admission": admission,
+    "fair_queuing": fair_queuing,
 }
 
 
