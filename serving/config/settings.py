@@ -220,7 +220,13 @@ class ApiKeySettings(Section):
 
 
 class LimitSettings(Section):
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="request body without images")
+    max_image_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="request body that carries images (base64 data URLs)"
+    )
+    max_images: int = Field(32, ge=0, description="image_url parts per request")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="decoded bytes of one data-URL image")
+    max_image_pixels: int = Field(7680 * 4320, ge=1, description="width × height of one data-URL image")
     max_tokens: int = Field(32768, ge=1, description="largest max_tokens a request may ask")
     max_messages: int = Field(2048, ge=1)
     max_n: int = Field(8, ge=1)

@@ -50,11 +50,12 @@ from serving.gateway.errors import ApiError, from_validation
 from serving.gateway.ledger import Entry, Ledger
 from serving.gateway.openapi import openapi_builder
 from serving.gateway.presets import apply_presets
-from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, Usage
+from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, Usage, with_reasoning_tokens
 from serving.gateway.routing import RequestContext, affinity_prefix, make_router
 from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits, forwarded_body
 from serving.gateway.shared_limits import SharedRateLimiter
 from serving.gateway.upstream import Dispatcher, Upstream
+from serving.gateway.vision import check_images
 from serving.observability.logging import REQUEST_ID
 from serving.observability.metrics import GatewayMetrics
 from serving.observability.tracing import PROPAGATOR, inject_headers, make_tracer_provider
@@ -183,7 +184,8 @@ class Gateway:
         try:
             schema, chat = self.generation[incoming.path]
             who = self.keys.authenticate(incoming.header(b"authorization"))
-            raw = await read_body(incoming, receive, self.limits.max_body_bytes)
+            cap = max(self.limits.max_body_bytes, self.limits.max_image_body_bytes)
+            raw = await read_body(incoming, receive, cap)  # the text-only cap applies once parsed
             guard = DisconnectGuard(receive)
             await self._generate(incoming, who, raw, schema, chat, send, id_header, guard)
         except ApiError as err:
@@ -221,6 +223,7 @@ class Gateway:
             raise from_validation(exc) from None
         check_limits(req, self.limits, self.settings.resolved_context_length)
         body: dict[str, Any] = forwarded_body(loads(raw), req)
+        images = check_images(body, self.limits, len(raw)) if chat else check_images({}, self.limits, len(raw))
         incoming.model = req.model
         live = await self._live()
         if req.model not in self._known_models(live):
@@ -229,7 +232,7 @@ class Gateway:
         candidates: Sequence[Endpoint] = [e for e in live if e.model == req.model] or await self._cold_start(req.model)
         if self.ledger.in_flight >= self.limits.max_in_flight:
             raise ApiError(503, "gateway at capacity", code="overloaded", retry_after_s=1)
-        estimate = estimate_prompt_tokens(len(raw))
+        estimate = estimate_prompt_tokens(len(raw) - images.payload_bytes) + images.tokens
         tenant = self.keys.tenant(who)
         await self.ledger.admit(tenant, estimate)
 
@@ -254,6 +257,7 @@ class Gateway:
             "qwen_serve.tenant": tenant.name,
         })  # fmt: skip
         entry.stream = bool(req.stream)
+        entry.images = images
         incoming.entered = True
         headers = dict(self.upstream_headers)
         headers["x-request-id"] = rid
@@ -320,10 +324,20 @@ class Gateway:
         if rename is not None:
             content = content.replace(rename, b'"reasoning_content":')
         try:
-            entry.stats.usage = Usage.from_obj(loads(content).get("usage"))
+            answer = loads(content)
+            usage = Usage.from_obj(answer.get("usage"))
         except (ValueError, AttributeError):
             entry.stats.usage = None
+            entry.stats.completed = True
+            return content
+        entry.stats.usage = usage
         entry.stats.completed = True
+        if usage.reasoning_tokens is None and b'"reasoning_content"' in content:
+            # the engine did not count it: the reasoning's share of the answer's text, in tokens
+            entry.stats.reasoning_counted = _reasoning_share(answer, usage.completion_tokens)
+            if entry.stats.reasoning_counted and isinstance(answer.get("usage"), dict):
+                with_reasoning_tokens(answer["usage"], entry.stats.reasoning_counted)
+                return dumps(answer)
         return content
 
     # ---- the framework routes -----------------------------------------------------------------
@@ -351,6 +365,16 @@ class Gateway:
     def error_response(self, request: Request, err: ApiError) -> JSONResponse:
         self.ledger.refused(request.url.path, None, err)
         return err.response(REQUEST_ID.get())
+
+
+def _reasoning_share(answer: dict[str, Any], completion_tokens: int) -> int:
+    reasoning = answer_text = 0
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") or {}
+        reasoning += len(message.get("reasoning_content") or "")
+        answer_text += len(message.get("content") or "") + len(dumps(message.get("tool_calls") or ""))
+    total = reasoning + answer_text
+    return round(completion_tokens * reasoning / total) if total else 0
 
 
 class GatewayApp(FastAPI):

@@ -18,8 +18,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from serving.gateway.auth import RateLimiter, Tenant
 from serving.gateway.errors import ApiError
-from serving.gateway.relay import StreamStats, Usage
+from serving.gateway.relay import StreamStats, Usage, reasoning_tokens
 from serving.gateway.shared_limits import SharedRateLimiter
+from serving.gateway.vision import NONE as NO_IMAGES
 from serving.observability.metrics import GatewayMetrics
 from serving.registry import Endpoint
 
@@ -63,7 +64,8 @@ class Ledger:
 class Entry:
     """One generation request in the ledger."""
 
-    __slots__ = ("done", "endpoint", "estimate", "ledger", "model", "route", "span", "stats", "stream", "t0", "who")
+    __slots__ = ("done", "endpoint", "estimate", "images", "ledger", "model", "route", "span", "stats", "stream", "t0",
+                 "who")  # fmt: skip
 
     def __init__(self, ledger: Ledger, route: str, model: str, who: str, estimate: int, t0: float, span: Any) -> None:
         self.ledger, self.route, self.model, self.who, self.estimate, self.t0 = ledger, route, model, who, estimate, t0
@@ -71,6 +73,7 @@ class Entry:
         self.endpoint: Endpoint | None = None
         self.stats = StreamStats()
         self.stream = False  # TTFT and time to first answer token are stream measures
+        self.images = NO_IMAGES
         self.done = False
 
     def engine(self, ep: Endpoint) -> None:
@@ -107,13 +110,21 @@ class Entry:
         usage = st.usage or Usage(0, st.chunks)
         if usage.prompt_tokens:
             m.prompt_tokens.labels(self.model).inc(usage.prompt_tokens)
+        reasoning = reasoning_tokens(usage, st) if usage.completion_tokens else 0
         if usage.completion_tokens:
             m.completion_tokens.labels(self.model).inc(usage.completion_tokens)
+            m.reasoning_tokens.labels(self.model).inc(reasoning)
+            m.answer_tokens.labels(self.model).inc(usage.completion_tokens - reasoning)
+            m.reasoning_share.labels(self.model).observe(reasoning / usage.completion_tokens)
+        if self.images.count:
+            m.images.labels(self.model).inc(self.images.count)
+            m.image_prompt_tokens.labels(self.model).inc(self.images.tokens)
         led.limiter.settle(self.who, self.estimate, usage.total)
         self.span.set_attributes({
             "http.response.status_code": status,
             "gen_ai.usage.input_tokens": usage.prompt_tokens,
             "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "qwen_serve.usage.reasoning_tokens": reasoning,
             "qwen_serve.ttft_s": st.ttft_s if st.ttft_s is not None else -1.0,
             "qwen_serve.client_disconnected": st.disconnected,
         })  # fmt: skip
@@ -136,6 +147,8 @@ class Entry:
                 "ttft_s": st.ttft_s,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
+                "reasoning_tokens": reasoning,
+                "images": self.images.count,
                 "error": st.error,
             },
         )

@@ -36,6 +36,8 @@ DONE = b"data: [DONE]"
 # A chunk carries a token when a content, reasoning or completion text field is a non-empty string,
 # or it starts a tool call; role-only and empty chunks do not count. Searched only until found.
 TOKEN = re.compile(rb'"(?:content|reasoning_content|text)": ?"(?!")|"tool_calls": ?\[\{')
+REASONING_FIELD = b'"reasoning_content"'
+REASONING_DELTA = re.compile(rb'"reasoning_content": ?"(?!")')  # a non-empty reasoning delta
 ANSWER = re.compile(rb'"(?:content|text)": ?"(?!")|"tool_calls": ?\[\{')  # a token of the answer itself
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cache-control", b"no-cache"),
@@ -48,6 +50,7 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int | None = None  # as the engine reported it; None when it did not
 
     @property
     def total(self) -> int:
@@ -57,7 +60,31 @@ class Usage:
     def from_obj(cls, u: Any) -> Usage:
         if not isinstance(u, dict):
             return cls()
-        return cls(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        details = u.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        if reasoning is None:
+            reasoning = u.get("reasoning_tokens")  # SGLang also reports it beside the OpenAI place
+        return cls(
+            int(u.get("prompt_tokens") or 0),
+            int(u.get("completion_tokens") or 0),
+            int(reasoning) if isinstance(reasoning, int | float) else None,
+        )
+
+
+def reasoning_tokens(usage: Usage, stats: StreamStats) -> int:
+    """The engine's count when it reports one; otherwise the reasoning deltas counted while
+    relaying a stream (one token each), or the reasoning's share of a whole answer's text."""
+    if usage.reasoning_tokens is not None:
+        return usage.reasoning_tokens
+    return min(stats.reasoning_counted, usage.completion_tokens)
+
+
+def with_reasoning_tokens(usage: dict[str, Any], tokens: int) -> None:
+    """Fill ``completion_tokens_details.reasoning_tokens`` in a client-bound usage object."""
+    details = usage.get("completion_tokens_details")
+    if not isinstance(details, dict):
+        details = usage["completion_tokens_details"] = {}
+    details.setdefault("reasoning_tokens", tokens)
 
 
 @dataclass
@@ -67,6 +94,7 @@ class StreamStats:
     ttft_s: float | None = None  # the first token of any kind (reasoning included)
     ttfa_s: float | None = None  # the first token of the answer (content or a tool call)
     chunks: int = 0
+    reasoning_counted: int = 0  # reasoning deltas seen (streams), or estimated tokens (whole answers)
     usage: Usage | None = None
     error: str | None = None  # why the stream ended early, if it did
     disconnected: bool = False
@@ -113,11 +141,17 @@ class SseRewriter:
                     first = i
         if first < 0:
             self.stats.chunks += head.count(b"\n\n")  # plain token events: passed through as they are
+            self._count_reasoning(head)
             return head
         cut = head.rfind(b"\n\n", 0, first + 1)  # the end of the last plain event before the marker
         cut = 0 if cut < 0 else cut + 2
         self.stats.chunks += head.count(b"\n\n", 0, cut)
+        self._count_reasoning(head[:cut])
         return head[:cut] + self._emit(head[cut:-2].split(b"\n\n"))
+
+    def _count_reasoning(self, events: bytes) -> None:
+        if REASONING_FIELD in events:
+            self.stats.reasoning_counted += len(REASONING_DELTA.findall(events))
 
     def flush(self) -> bytes:
         events, self.buf = [self.buf], b""
@@ -143,6 +177,7 @@ class SseRewriter:
                 self.stats.chunks += 1
             if self.rename is not None and self.rename in ev:
                 ev = ev.replace(self.rename, b'"reasoning_content":')
+            self._count_reasoning(ev)
             out.append(ev)
             out.append(b"\n\n")
         return b"".join(out)
@@ -154,10 +189,14 @@ class SseRewriter:
             return ev
         if not isinstance(data, dict):
             return ev
-        self.stats.usage = Usage.from_obj(data.get("usage"))
+        usage = data.get("usage")
+        self.stats.usage = Usage.from_obj(usage)
         if data.get("choices"):
             self.stats.chunks += 1
         if self.keep_usage:
+            if self.stats.usage.reasoning_tokens is None and self.stats.reasoning_counted and isinstance(usage, dict):
+                with_reasoning_tokens(usage, reasoning_tokens(self.stats.usage, self.stats))
+                return b"data: " + json.dumps(data, separators=(",", ":")).encode()
             return ev
         if not data.get("choices"):
             return b""  # the usage-only chunk the client did not ask for

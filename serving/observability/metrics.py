@@ -9,6 +9,11 @@ Semantics (the dashboard and the alerts rely on them):
 - ``qwen_serve_time_to_first_answer_token_seconds``: streams only, request received → the first
   *content* token, i.e. after the reasoning (what a user of a thinking model waits for).
 - ``qwen_serve_non_streaming_request_duration_seconds``: non-streaming requests, received → answered.
+- ``qwen_serve_reasoning_tokens_total`` / ``qwen_serve_answer_tokens_total``: completion tokens
+  split by thinking vs answer (the engine's ``reasoning_tokens`` when it reports one, otherwise
+  counted by the gateway); ``qwen_serve_reasoning_share_ratio``: that split per request.
+- ``qwen_serve_images_total`` / ``qwen_serve_image_prompt_tokens_total``: image parts, and the
+  prompt tokens of data-URL images (patch 16 × merge 2: one per 32 × 32 pixels).
 - ``qwen_serve_e2e_request_latency_seconds``: every request, received → last byte, by outcome.
 - ``qwen_serve_admission_rejections_total``: requests the gateway refused before sending them to an
   engine, by reason (the error code: ``rate_limit_exceeded``, ``overloaded``, ``no_engine``, …).
@@ -27,6 +32,8 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 ITL_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25,
                  0.5, 1, 2.5)  # fmt: skip
 
+
+SHARE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 # The gateway's refusal codes, exported at 0 from the start so a first rejection shows as a rate.
 ADMISSION_REASONS = (
@@ -71,6 +78,23 @@ class GatewayMetrics:
         self.completion_tokens = Counter(
             f"{prefix}_completion_tokens", "Completion tokens (engine usage)", ["model"], registry=r
         )
+        self.reasoning_tokens = Counter(
+            f"{prefix}_reasoning_tokens", "Completion tokens spent thinking (engine count, else counted here)",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.answer_tokens = Counter(
+            f"{prefix}_answer_tokens", "Completion tokens of the answer itself (completion − reasoning)",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.reasoning_share = Histogram(
+            f"{prefix}_reasoning_share_ratio", "Per request: reasoning tokens ÷ completion tokens",
+            ["model"], buckets=SHARE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.images = Counter(f"{prefix}_images", "image_url parts in requests", ["model"], registry=r)
+        self.image_prompt_tokens = Counter(
+            f"{prefix}_image_prompt_tokens", "Prompt tokens of data-URL images (one per 32 × 32 pixels)",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.in_flight = Gauge(f"{prefix}_requests_in_flight", "Requests being served now", registry=r)
         self.upstream_retries = Counter(
             f"{prefix}_upstream_retries", "Requests retried on another engine before the first byte", registry=r

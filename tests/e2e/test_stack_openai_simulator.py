@@ -110,3 +110,21 @@ def test_gateway_metrics_have_units(url):
     text = httpx.get(f"{url}/metrics").text
     assert "qwen_serve_time_to_first_token_seconds" in text
     assert "qwen_serve_requests_total" in text
+
+
+def test_an_image_goes_through_the_whole_stack_and_costs_prompt_tokens(client):
+    from tests.images import data_url, png
+
+    def ask(w: int, h: int) -> int:
+        r = client.chat.completions.create(
+            model=MODEL,
+            max_tokens=8,
+            messages=[{"role": "user", "content": [
+                {"type": "text", "text": "what is on this screen?"},
+                {"type": "image_url", "image_url": {"url": data_url(png(w, h))}},
+            ]}],
+        )  # fmt: skip
+        assert r.choices[0].message.content
+        return r.usage.prompt_tokens
+
+    assert ask(1280, 800) - ask(32, 32) == 40 * 25 - 1  # one token per 32 × 32 pixels

@@ -92,6 +92,8 @@ class GenRequest:
     separate_reasoning: bool
     stop: list[str]
     tool: dict[str, Any] | None
+    reasoning_hint: int | None = None  # x_reasoning_tokens: how long to think (the load generator's hint)
+    response_format: dict[str, Any] | None = None
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -230,7 +232,7 @@ def parse_chat(body: Any, *, served: str, ctx: int, default_out: int, reasoning:
     sep = body.get("separate_reasoning", True)
     tool = _pick_tool(body, msgs)
     prompt = T.render_chat(msgs, body.get("tools"), thinking)
-    ptoks = T.count_tokens(prompt)
+    ptoks = T.count_tokens(prompt) + T.image_prompt_tokens(msgs)  # prefill and KV grow with images
     max_new = _check_context(ptoks, c["max_new"], c["explicit_max"], ctx)
     return GenRequest(
         "chat",
@@ -247,7 +249,20 @@ def parse_chat(body: Any, *, served: str, ctx: int, default_out: int, reasoning:
         bool(sep),
         c["stop"],
         tool,
+        reasoning_hint=_opt_int(body, "x_reasoning_tokens", 0),
+        response_format=_response_format(body),
     )
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    rf = body.get("response_format")
+    if rf is None:
+        return None
+    if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("response_format.type must be one of text, json_object, json_schema", "response_format")
+    if rf["type"] == "json_schema" and not isinstance((rf.get("json_schema") or {}).get("schema"), dict):
+        raise _bad("response_format.json_schema.schema must be an object", "response_format")
+    return None if rf["type"] == "text" else rf
 
 
 def parse_completion(body: Any, *, served: str, ctx: int, default_out: int) -> GenRequest:

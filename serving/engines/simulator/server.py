@@ -136,6 +136,8 @@ class Simulator:
             stop=req.stop,
             tool=req.tool,
             call_id=tool_id,
+            reasoning_tokens=req.reasoning_hint,
+            response_format=req.response_format,
         )
         if req.thinking and not req.separate_reasoning:
             out = P.inline_reasoning(out)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,26 @@ def content_text(content: Any) -> str:
     return "".join(parts)
 
 
+def image_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens the vision tower adds for the data-URL images (patch 16 × merge 2, from the
+    image's header); an http(s) image counts only its placeholder (the simulator fetches nothing)."""
+    from serving.media import ImageError, decode_data_url
+
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        for p in content if isinstance(content, list) else []:
+            url = (
+                (p.get("image_url") or {}).get("url") if isinstance(p, dict) and p.get("type") == "image_url" else None
+            )
+            if isinstance(url, str) and url.startswith("data:"):
+                try:
+                    total += decode_data_url(url).tokens or 0
+                except ImageError:
+                    continue
+    return total
+
+
 def render_chat(messages: list[dict[str, Any]], tools: list[Any] | None, thinking: bool) -> str:
     out = []
     if tools:
@@ -136,12 +157,57 @@ EOS_TOKEN_ID = 248046  # <|im_end|> in the Qwen3.6 vocabulary
 
 
 def _example_value(schema: Any) -> Any:
-    t = schema.get("type") if isinstance(schema, dict) else None
-    if isinstance(t, list):
-        t = t[0] if t else None
-    if isinstance(schema, dict) and schema.get("enum"):
+    """A value the JSON schema accepts (objects with their required properties, arrays with
+    ``minItems`` items, enums' first value, consts, the first branch of anyOf/oneOf/allOf)."""
+    if not isinstance(schema, dict):
+        return "sim"
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
         return schema["enum"][0]
-    return {"string": "sim", "integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(str(t), "sim")
+    branches = next((schema[k] for k in ("anyOf", "oneOf", "allOf") if isinstance(schema.get(k), list)), None)
+    if branches:
+        return _example_value(branches[0])
+    return _BY_TYPE.get(_type_of(schema), lambda _: "sim")(schema)
+
+
+def _type_of(schema: dict[str, Any]) -> str | None:
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), t[0] if t else None)
+    return "object" if t is None and "properties" in schema else (str(t) if t is not None else None)
+
+
+def _example_object(schema: dict[str, Any]) -> dict[str, Any]:
+    props = schema.get("properties") or {}
+    required = schema.get("required") or list(props)
+    return {k: _example_value(props.get(k, {})) for k in required if isinstance(k, str)}
+
+
+def _example_number(schema: dict[str, Any]) -> float:
+    return float(schema.get("minimum", schema.get("exclusiveMinimum", 1)) or 0) + 0.5
+
+
+def _example_integer(schema: dict[str, Any]) -> int:
+    return int(schema.get("minimum", schema.get("exclusiveMinimum", 0)) or 0) + 1
+
+
+_BY_TYPE: dict[str | None, Callable[[dict[str, Any]], Any]] = {
+    "object": _example_object,
+    "array": lambda s: [_example_value(s.get("items") or {}) for _ in range(int(s.get("minItems") or 0))],
+    "string": lambda s: "sim" * max(1, -(-int(s.get("minLength") or 0) // 3)),
+    "integer": _example_integer,
+    "number": _example_number,
+    "boolean": lambda _: True,
+    "null": lambda _: None,
+}
+
+
+def structured_answer(response_format: dict[str, Any]) -> str:
+    """The answer text for ``response_format`` json_object / json_schema: valid JSON, schema-valid."""
+    if response_format.get("type") == "json_schema":
+        return json.dumps(_example_value(response_format["json_schema"]["schema"]))
+    return json.dumps({"answer": "sim"})
 
 
 def tool_arguments(fn: dict[str, Any]) -> str:
@@ -160,10 +226,15 @@ def plan_output(
     stop: list[str],
     tool: dict[str, Any] | None,
     call_id: str,
+    reasoning_tokens: int | None = None,
+    response_format: dict[str, Any] | None = None,
 ) -> Output:
     """The pieces of one answer.
 
-    - ``thinking``: the first half of the tokens (at least one) are reasoning, the rest content.
+    - ``thinking``: ``reasoning_tokens`` of them are reasoning (the request's ``x_reasoning_tokens``
+      hint; without one, the first half), at least one, leaving at least one for the answer.
+    - ``response_format`` json_object / json_schema: the answer is JSON the schema accepts,
+      4 characters a token (cut short by max_tokens like any answer).
     - ``tool``: after any reasoning, the call's name is one token and its JSON arguments follow,
       4 characters a token; finish_reason "tool_calls" (a tool call is cut short by max_tokens too).
     - ``stop``: the text ends before the first stop string found in the content; finish "stop".
@@ -172,7 +243,8 @@ def plan_output(
     """
     words = filler(max_new, seed)
     pieces: list[tuple[str, str]] = []
-    n_reason = max(1, max_new // 2) if thinking and max_new > 1 else 0
+    wanted = max_new // 2 if reasoning_tokens is None else reasoning_tokens
+    n_reason = min(max(1, wanted), max_new - 1) if thinking and max_new > 1 else 0
     pieces.extend((REASONING, w) for w in words[:n_reason])
     finish = "length" if exact else "stop"
     matched: str | int | None = None if exact else EOS_TOKEN_ID
@@ -187,6 +259,14 @@ def plan_output(
             if len(chunks) <= room - 1:
                 finish, matched = "tool_calls", None
         return Output(pieces, finish, matched, str(fn.get("name", "")), call_id, n_reason)
+    if response_format is not None:
+        text = structured_answer(response_format)
+        chunks = [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
+        room = max_new - n_reason
+        pieces.extend((CONTENT, c) for c in chunks[:room])
+        if len(chunks) <= room:
+            finish, matched = "stop", EOS_TOKEN_ID
+        return Output(pieces, finish, matched, reasoning_tokens=n_reason)
     content = words[n_reason:]
     if stop:
         acc = ""

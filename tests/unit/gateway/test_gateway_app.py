@@ -43,7 +43,11 @@ async def test_stream_strips_usage_unless_asked_and_ends_with_done(make_rig):
 
     r = await rig.client.post("/v1/chat/completions", json=chat(stream=True, stream_options={"include_usage": True}))
     usage = [json.loads(e)["usage"] for e in sse_events(r.text)[:-1] if json.loads(e).get("usage")]
-    assert usage == [{"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}]
+    # the fake engine reports no reasoning count: the gateway counted its one reasoning delta
+    details = {"reasoning_tokens": 1}
+    assert usage == [
+        {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "completion_tokens_details": details}
+    ]
 
 
 async def test_vllm_reasoning_field_is_renamed(make_rig):

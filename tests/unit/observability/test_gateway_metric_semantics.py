@@ -102,7 +102,7 @@ def test_buckets_fit_llm_latencies():
 def test_every_metric_name_carries_its_unit_or_is_a_count():
     for family in GatewayMetrics().registry.collect():
         if family.type == "histogram":
-            assert family.name.endswith("_seconds"), family.name
+            assert family.name.endswith(("_seconds", "_ratio")), family.name
         elif family.type == "gauge":
             assert family.name.endswith(("_in_flight", "_queued")), family.name  # a count of requests
         else:
