@@ -89,6 +89,8 @@ class FixedPacer(Pacer):
         self.tpot = (sim.args.fixed_tpot_s or 0.0) * scale
 
     async def _wait(self, job: Job, i: int) -> int:
+        if job.sim.probe:  # the fixed timings are the users' requests'; a 1-token health probe is quick
+            return i + 1
         delay = job.t0 + self.ttft + i * self.tpot - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
