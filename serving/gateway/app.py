@@ -185,7 +185,10 @@ class Gateway:
             schema, chat = self.generation[incoming.path]
             who = self.keys.authenticate(incoming.header(b"authorization"))
             cap = max(self.limits.max_body_bytes, self.limits.max_image_body_bytes)
-            raw = await read_body(incoming, receive, cap)  # the text-only cap applies once parsed
+            raw = await read_body(incoming, receive, cap)
+            if len(raw) > self.limits.max_body_bytes and b'"image_url"' not in raw:
+                raise ApiError(413, f"request body larger than {self.limits.max_body_bytes} bytes without images "
+                               "(gateway.limits.max_body_bytes)", code="body_too_large")  # fmt: skip
             guard = DisconnectGuard(receive)
             await self._generate(incoming, who, raw, schema, chat, send, id_header, guard)
         except ApiError as err:

@@ -258,11 +258,13 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     rf = body.get("response_format")
     if rf is None:
         return None
-    if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
-        raise _bad("response_format.type must be one of text, json_object, json_schema", "response_format")
+    if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema", "structural_tag"):
+        raise _bad(
+            "response_format.type must be one of text, json_object, json_schema, structural_tag", "response_format"
+        )
     if rf["type"] == "json_schema" and not isinstance((rf.get("json_schema") or {}).get("schema"), dict):
         raise _bad("response_format.json_schema.schema must be an object", "response_format")
-    return None if rf["type"] == "text" else rf
+    return rf if rf["type"] in ("json_object", "json_schema") else None  # structural tags: plain text here
 
 
 def parse_completion(body: Any, *, served: str, ctx: int, default_out: int) -> GenRequest:
