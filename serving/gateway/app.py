@@ -55,7 +55,7 @@ from serving.gateway.routing import RequestContext, affinity_prefix, make_router
 from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits, forwarded_body
 from serving.gateway.shared_limits import SharedRateLimiter
 from serving.gateway.upstream import Dispatcher, Upstream
-from serving.gateway.vision import check_images
+from serving.gateway.vision import check_images, check_text_body
 from serving.observability.logging import REQUEST_ID
 from serving.observability.metrics import GatewayMetrics
 from serving.observability.tracing import PROPAGATOR, inject_headers, make_tracer_provider
@@ -186,9 +186,8 @@ class Gateway:
             who = self.keys.authenticate(incoming.header(b"authorization"))
             cap = max(self.limits.max_body_bytes, self.limits.max_image_body_bytes)
             raw = await read_body(incoming, receive, cap)
-            if len(raw) > self.limits.max_body_bytes and b'"image_url"' not in raw:
-                raise ApiError(413, f"request body larger than {self.limits.max_body_bytes} bytes without images "
-                               "(gateway.limits.max_body_bytes)", code="body_too_large")  # fmt: skip
+            if b'"image_url"' not in raw:  # no image can be in it: refuse an oversize body before parsing
+                check_text_body(len(raw), self.limits)
             guard = DisconnectGuard(receive)
             await self._generate(incoming, who, raw, schema, chat, send, id_header, guard)
         except ApiError as err:
@@ -226,7 +225,7 @@ class Gateway:
             raise from_validation(exc) from None
         check_limits(req, self.limits, self.settings.resolved_context_length)
         body: dict[str, Any] = forwarded_body(loads(raw), req)
-        images = check_images(body, self.limits, len(raw)) if chat else check_images({}, self.limits, len(raw))
+        images = check_images(body if chat else {}, self.limits, len(raw))
         incoming.model = req.model
         live = await self._live()
         if req.model not in self._known_models(live):

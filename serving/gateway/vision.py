@@ -48,10 +48,16 @@ def check_images(body: dict[str, Any], limits: LimitSettings, body_bytes: int) -
                 continue
             tokens += _data_image_tokens(url, param, limits)
             payload += len(url)
-    if count == 0 and body_bytes > limits.max_body_bytes:
-        raise ApiError(413, f"request body larger than {limits.max_body_bytes} bytes (gateway.limits.max_body_bytes)",
-                       code="body_too_large")  # fmt: skip
+    if count == 0:
+        check_text_body(body_bytes, limits)
     return Images(count, tokens, payload) if count else NONE
+
+
+def check_text_body(body_bytes: int, limits: LimitSettings) -> None:
+    """A body without images may be at most ``max_body_bytes`` (413 past it)."""
+    if body_bytes > limits.max_body_bytes:
+        raise ApiError(413, f"request body larger than {limits.max_body_bytes} bytes without images "
+                       "(gateway.limits.max_body_bytes)", code="body_too_large")  # fmt: skip
 
 
 def _data_image_tokens(url: str, param: str, limits: LimitSettings) -> int:
