@@ -13,6 +13,7 @@ turn's prompt.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import sys
@@ -25,6 +26,7 @@ import aiohttp
 from bench.stats import RequestResult
 
 TOKEN_RE = re.compile(rb'content":\s*"(?!")')  # content or reasoning_content, non-empty
+USAGE_RE = re.compile(rb'"usage":\s*\{')
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Spec:
     model: str
     concurrency: int = 64
     requests: int = 512  # measured requests (stream mode)
+    duration_s: float = 0.0  # stream mode: closed-loop streams for this long instead of ``requests``
     warmup: int = 64
     max_tokens: int = 128
     prompt: str = "Write a short story about a lighthouse keeper."
@@ -55,6 +58,8 @@ def _payload(spec: Spec, messages: list[dict[str, str]]) -> dict[str, Any]:
         "stream": True,
         "ignore_eos": True,
         "temperature": 0.0,
+        # tokens are counted from usage: with MTP one event carries several tokens (SGLang's shape)
+        "stream_options": {"include_usage": True},
         **spec.extra_body,
     }
 
@@ -65,7 +70,7 @@ async def stream_once(
     """One streamed chat completion; (result, answer text if ``want_text``)."""
     t0 = time.perf_counter()
     ttft: float | None = None
-    tokens = 0
+    events = 0
     text: list[str] = []
     usage: dict[str, Any] = {}
     buf = b""
@@ -78,19 +83,26 @@ async def stream_once(
                 buf += chunk
                 if b"\n\n" not in buf:
                     continue
-                *events, buf = buf.split(b"\n\n")
-                for ev in events:
-                    n = _decode_event(ev, text, usage) if want_text else 1 if TOKEN_RE.search(ev) else 0
+                *chunks, buf = buf.split(b"\n\n")
+                for ev in chunks:
+                    if want_text:
+                        n = _decode_event(ev, text, usage)
+                    else:
+                        n = 1 if TOKEN_RE.search(ev) else 0
+                        if USAGE_RE.search(ev):
+                            _decode_event(ev, text, usage)
                     if n:
                         if ttft is None:
                             ttft = time.perf_counter() - t0
-                        tokens += n
+                        events += n
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return RequestResult(False, ttft, time.perf_counter() - t0, tokens, f"{type(exc).__name__}: {exc}"), ""
-    if tokens == 0:
+        return RequestResult(False, ttft, time.perf_counter() - t0, events, f"{type(exc).__name__}: {exc}"), ""
+    if events == 0:
         return RequestResult(False, None, time.perf_counter() - t0, 0, "stream ended without a token"), ""
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    res = RequestResult(True, ttft, time.perf_counter() - t0, tokens, None, usage.get("prompt_tokens"), cached)
+    tokens = int(usage.get("completion_tokens") or events)
+    res = RequestResult(True, ttft, time.perf_counter() - t0, tokens, None, usage.get("prompt_tokens"), cached,
+                        events=events)  # fmt: skip
     return res, "".join(text)
 
 
@@ -119,9 +131,18 @@ def _decode_event(ev: bytes, text: list[str], usage: dict[str, Any] | None = Non
     return n
 
 
-async def run_streams(session: aiohttp.ClientSession, spec: Spec, n: int) -> list[RequestResult]:
+async def run_streams(
+    session: aiohttp.ClientSession, spec: Spec, n: int, duration_s: float = 0.0
+) -> list[RequestResult]:
+    """``n`` requests over ``spec.concurrency`` closed-loop streams; with ``duration_s``, as many as
+    the streams complete in that time (none starts after it)."""
     results: list[RequestResult] = []
-    counter = iter(range(n))
+    deadline = time.perf_counter() + duration_s
+    counter = (
+        iter(range(n))
+        if duration_s <= 0
+        else itertools.takewhile(lambda _: time.perf_counter() < deadline, itertools.count())
+    )
 
     async def worker(w: int) -> None:
         for i in counter:
@@ -129,7 +150,7 @@ async def run_streams(session: aiohttp.ClientSession, spec: Spec, n: int) -> lis
             r, _ = await stream_once(session, spec, msg)
             results.append(r)
 
-    await asyncio.gather(*(worker(w) for w in range(min(spec.concurrency, n))))
+    await asyncio.gather(*(worker(w) for w in range(min(spec.concurrency, n) if duration_s <= 0 else spec.concurrency)))
     return results
 
 
@@ -226,7 +247,7 @@ async def main_async(spec: Spec) -> dict[str, Any]:
         elif spec.mode == "step":
             results = await run_schedule(session, spec)
         else:
-            results = await run_streams(session, spec, spec.requests)
+            results = await run_streams(session, spec, spec.requests, spec.duration_s)
         wall = time.perf_counter() - t0
     return {"phase": "done", "wall_s": wall, "results": [asdict(r) for r in results]}
 

@@ -86,32 +86,50 @@ def goals_md(goals: list[dict[str, Any]]) -> str:
     return "\n\n" + table(["goal", "value", "met"], rows)
 
 
+RATE_LABELS = {"mtp": "MTP on: one SSE event per verify step (SGLang's shape)", "token": "MTP off: one event per token"}
+
+
 def stack_md(st: dict[str, Any]) -> str:
     w = st["workload"]
+    size = f"{w['duration_s']:g} s" if w.get("duration_s") else f"{w['requests']} requests"
+    low = f", then {w['low_concurrency']} streams for the same time (added TTFT)" if w.get("low_concurrency") else ""
     head = (
-        f"Workload: {w['concurrency']} concurrent streams × {w['requests']} requests × {w['max_tokens']} output "
-        f"tokens (`ignore_eos`), after {w['warmup_requests']} warm-up requests; engine: {w['engine']}.\n"
+        f"Workload per arm: {w['concurrency']} concurrent closed-loop streams for {size}{low}; {w['max_tokens']} "
+        f"output tokens (`ignore_eos`), after {w['warmup_requests']} warm-up requests; engine: {w['engine']}. "
+        "Tokens are counted from each stream's usage.\n"
         "CPU columns: milliseconds of CPU per completed request, per process tree (psutil user+system deltas "
-        "over the measured window); *stack* = gateway + Ray + router processes.\n\n"
+        "over the measured window); *stack* = gateway + Ray + router processes.\n"
     )
+    out = [head]
+    for rate, r in st["rates"].items():
+        out.append(f"\n**Event rate: {RATE_LABELS.get(rate, rate)}**\n\n" + _stack_rate_md(r))
+    return "".join(out)
+
+
+def _stack_rate_md(st: dict[str, Any]) -> str:
     rows = []
     for key, m in st["arms"].items():
         s = m.get("summary")
         if not s:
-            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 9])
+            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 11])
             continue
         cpu = m["cpu_ms_per_request"]
         vs = st["vs_direct"].get(key, {})
+        low = (m.get("low") or {}).get("summary") or {}
         rows.append(
             [
                 f"({key}) {m['label']}",
                 s["tokens_per_s"],
                 s["requests_per_s"],
+                fmt(m.get("wall_s"), 1),
+                fmt(s.get("tokens_per_event"), 2),
                 fmt(vs.get("tokens_per_s_ratio"), 3),
                 s["ttft_p50_ms"],
                 s["ttft_p99_ms"],
-                fmt(vs.get("added_ttft_p50_ms"), 2),
-                fmt(vs.get("added_ttft_p99_ms"), 2),
+                fmt(low.get("ttft_p50_ms"), 2) + " / " + fmt(low.get("ttft_p99_ms"), 2) if low else "—",
+                fmt(vs.get("low_added_ttft_p50_ms"), 2) + " / " + fmt(vs.get("low_added_ttft_p99_ms"), 2)
+                if low
+                else "—",
                 fmt(m.get("stack_cpu_ms_per_request"), 3),
                 fmt(cpu.get("engine"), 3),
                 fmt(cpu.get("client"), 3),
@@ -121,11 +139,13 @@ def stack_md(st: dict[str, Any]) -> str:
         "arm",
         "tokens/s",
         "req/s",
+        "window s",
+        "tokens/event",
         "× (a) tok/s",
         "TTFT p50 ms",
         "TTFT p99 ms",
-        "added p50 ms",
-        "added p99 ms",
+        "low-conc. TTFT p50 / p99 ms",
+        "added p50 / p99 ms",
         "stack CPU-ms/req",
         "engine CPU-ms/req",
         "client CPU-ms/req",
@@ -133,7 +153,7 @@ def stack_md(st: dict[str, Any]) -> str:
     errors = [f"- ({k}): {m['summary']['errors']} failed requests, first: {m['summary']['first_error']}"
               for k, m in st["arms"].items() if m.get("summary") and m["summary"]["errors"]]  # fmt: skip
     tail = ("\n\n" + "\n".join(errors)) if errors else ""
-    return head + table(hdr, rows) + tail + goals_md(st.get("goals", [])) + profiles_md(st.get("profiles", {}))
+    return table(hdr, rows) + tail + goals_md(st.get("goals", [])) + profiles_md(st.get("profiles", {}))
 
 
 def profiles_md(profiles: dict[str, Any]) -> str:

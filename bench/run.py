@@ -24,15 +24,19 @@ from bench.procs import ROOT
 def stack_tax(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     from bench import stack_tax as st
 
+    seconds = args.seconds or (5.0 if args.quick else st.MIN_WINDOW_S)
     spec = Spec(
         url="",
         model="",
         concurrency=args.concurrency,
-        requests=args.requests or (256 if args.quick else 1024),
+        requests=args.requests or 0,
+        duration_s=0.0 if args.requests else seconds,
         warmup=64 if args.quick else 128,
         max_tokens=args.max_tokens or (32 if args.quick else 128),
     )
-    return {"status": "measured", **st.run(spec, logs / "stack_tax", args.arms, profile=args.profile)}
+    low = Spec(**{**spec.__dict__, "concurrency": st.LOW_CONCURRENCY, "warmup": 8})
+    out = st.run(spec, logs / "stack_tax", args.arms, rates=args.event_rates, low=low, profile=args.profile)
+    return {"status": "measured", **out}
 
 
 def routing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
@@ -110,7 +114,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", type=lambda v: v.split(","), default=None, help=f"sections: {','.join(SECTIONS)}")
     p.add_argument("--arms", type=lambda v: v.split(","), default=None, help="stack-tax arms, e.g. a,b0,c")
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--requests", type=int, default=None, help="measured requests per stack-tax arm")
+    p.add_argument(
+        "--requests", type=int, default=None, help="stack tax: a fixed request count per arm instead of --seconds"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=None, help="stack tax: measured seconds per window (default 20; quick 5)"
+    )
+    p.add_argument(
+        "--event-rates", type=lambda v: v.split(","), default=None, help="stack tax: mtp,token (default both)"
+    )
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--profile", action="store_true", help="py-spy our stack arm even when its goals are met")
     p.add_argument("--time-scale", type=float, default=1.0, help="routing: simulator time scale")

@@ -76,11 +76,12 @@ class RequestResult:
     ok: bool
     ttft_s: float | None  # first content token
     latency_s: float  # until the stream ended
-    tokens: int  # content events received
+    tokens: int  # completion tokens (the stream's usage; token events when it had none)
     error: str | None = None
     prompt_tokens: int | None = None  # from the stream's usage chunk, when asked for
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
     start_s: float | None = None  # seconds since the measured window began (step mode)
+    events: int = 0  # SSE events that carried a token (with MTP one event carries several)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class LoadSummary:
     ttft_p99_ms: float | None
     latency_p50_ms: float | None
     first_error: str | None
+    tokens_per_event: float | None = None  # the event rate the stack relayed (1.0: one per token)
 
 
 def summarize(results: Sequence[RequestResult], wall_s: float) -> LoadSummary:
@@ -105,6 +107,7 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> LoadSummary:
     ttfts = [r.ttft_s * 1000.0 for r in ok if r.ttft_s is not None]
     lat = [r.latency_s * 1000.0 for r in ok]
     tokens = sum(r.tokens for r in ok)
+    events = sum(r.events for r in ok)
     first_error = next((r.error for r in results if not r.ok), None)
     return LoadSummary(
         requests=len(results),
@@ -119,6 +122,7 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> LoadSummary:
         ttft_p99_ms=percentile(ttfts, 99),
         latency_p50_ms=percentile(lat, 50),
         first_error=first_error,
+        tokens_per_event=tokens / events if events else None,
     )
 
 

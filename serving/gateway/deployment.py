@@ -40,6 +40,9 @@ def gateway_deployment_options(settings: Settings) -> dict[str, Any]:
         "ray_actor_options": {"num_cpus": 0.5},
         "health_check_period_s": 10.0,
         "graceful_shutdown_timeout_s": settings.replica.drain_grace_s,
+        # The gateway writes its own access line per request (tenant, tokens, engine, TTFT);
+        # Serve's would be a second one, formatted and written on the request path.
+        "logging_config": {"enable_access_log": False, "log_level": settings.telemetry.log_level},
     }
 
 

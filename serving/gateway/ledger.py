@@ -34,6 +34,16 @@ class Ledger:
         self.tracer = tracer
         self.in_flight = 0
         metrics.in_flight.set_function(lambda: self.in_flight)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set (served models × routes ×
+        statuses: a small, bounded set) instead of once per request."""
+        key = (metric, labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     async def admit(self, tenant: Tenant, estimate: int) -> None:
         """The tenant's rate limits: take one request and the token estimate, or raise 429."""
@@ -95,30 +105,30 @@ class Entry:
             status = 502
         ok = status == 200
         e2e = time.perf_counter() - self.t0
-        m.requests.labels(self.model, self.route, str(status)).inc()
+        model, child = self.model, led.child
+        child(m.requests, model, self.route, str(status)).inc()
         outcome = "success" if ok else "error"
-        m.e2e.labels(self.model, outcome).observe(e2e)
+        child(m.e2e, model, outcome).observe(e2e)
         if not self.stream:
-            m.non_streaming.labels(self.model, outcome).observe(e2e)
+            child(m.non_streaming, model, outcome).observe(e2e)
         if st.ttft_s is not None:
-            m.ttft.labels(self.model).observe(st.ttft_s)
+            child(m.ttft, model).observe(st.ttft_s)
         if st.ttfa_s is not None:
-            m.ttfa.labels(self.model).observe(st.ttfa_s)
-        itl = m.itl.labels(self.model)
-        for g in st.gaps_s:
-            itl.observe(g)
+            child(m.ttfa, model).observe(st.ttfa_s)
+        if st.gaps_s:
+            m.itl.add(model, st.gaps_s)
         usage = st.usage or Usage(0, st.chunks)
         if usage.prompt_tokens:
-            m.prompt_tokens.labels(self.model).inc(usage.prompt_tokens)
+            child(m.prompt_tokens, model).inc(usage.prompt_tokens)
         reasoning = reasoning_tokens(usage, st) if usage.completion_tokens else 0
         if usage.completion_tokens:
-            m.completion_tokens.labels(self.model).inc(usage.completion_tokens)
-            m.reasoning_tokens.labels(self.model).inc(reasoning)
-            m.answer_tokens.labels(self.model).inc(usage.completion_tokens - reasoning)
-            m.reasoning_share.labels(self.model).observe(reasoning / usage.completion_tokens)
+            child(m.completion_tokens, model).inc(usage.completion_tokens)
+            child(m.reasoning_tokens, model).inc(reasoning)
+            child(m.answer_tokens, model).inc(usage.completion_tokens - reasoning)
+            child(m.reasoning_share, model).observe(reasoning / usage.completion_tokens)
         if self.images.count:
-            m.images.labels(self.model).inc(self.images.count)
-            m.image_prompt_tokens.labels(self.model).inc(self.images.tokens)
+            m.images.labels(model).inc(self.images.count)
+            m.image_prompt_tokens.labels(model).inc(self.images.tokens)
         led.limiter.settle(self.who, self.estimate, usage.total)
         self.span.set_attributes({
             "http.response.status_code": status,

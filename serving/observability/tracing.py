@@ -11,6 +11,7 @@ from collections.abc import MutableMapping
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -20,14 +21,20 @@ PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def make_tracer_provider(t: TelemetrySettings, exporter: SpanExporter | None = None) -> TracerProvider:
-    """A provider for one app. ``exporter`` (tests: ``InMemorySpanExporter``) wins over OTLP."""
-    provider = TracerProvider(resource=Resource.create({"service.name": t.service_name}))
+    """A provider for one app. ``exporter`` (tests: ``InMemorySpanExporter``) wins over OTLP.
+
+    With nowhere to export, spans are not recorded (``ParentBased(ALWAYS_OFF)``): a request's span
+    costs nothing, and its context still goes to the engine. A caller's sampled ``traceparent`` is
+    still followed, so an engine that exports traces keeps the caller's trace whole."""
     if exporter is None and t.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=t.otlp_endpoint.rstrip("/") + "/v1/traces")
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    resource = Resource.create({"service.name": t.service_name})
+    if exporter is None:
+        return TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     return provider
 
 

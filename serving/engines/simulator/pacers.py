@@ -1,6 +1,8 @@
 """When generated tokens become available: one pacer per server (a registry keyed by kind).
 
-- ``zero``: everything at once (load-generator benchmarks); one SSE event per token.
+- ``zero``: everything at once (load-generator benchmarks). Without MTP one SSE event per token;
+  with MTP one event per verify step, carrying ``accept_length`` tokens on average (steps of
+  ⌊(s+1)·a⌋ − ⌊s·a⌋ tokens), the event rate SGLang streams at.
 - ``fixed``: token ``i`` at arrival + TTFT + i × TPOT (absolute deadlines); one event per token.
 - ``model``: a scheduler task runs forward passes of :class:`BatchScheduler` on the virtual GPU in
   real time; one event per scheduler step.
@@ -73,8 +75,26 @@ class Pacer:
 class ZeroPacer(Pacer):
     name = "zero-delay"
 
+    def __init__(self, sim: Simulator) -> None:
+        super().__init__(sim)
+        self.accept = sim.model.accept  # tokens per verify step (1.0 without MTP)
+        self.steps = self.accept > 1.0
+
     async def _wait(self, job: Job, i: int) -> int:
-        return job.sim.n_out
+        if not self.steps:
+            return job.sim.n_out
+        return min(job.sim.n_out, step_end(i, self.accept))
+
+
+def step_end(i: int, accept: float) -> int:
+    """The end (exclusive) of the verify step that token ``i`` belongs to, when step ``s`` accepts
+    tokens ⌊s·a⌋ … ⌊(s+1)·a⌋ − 1: a deterministic sequence of steps averaging ``a`` tokens."""
+    s = int(i / accept)
+    while s > 0 and int(s * accept) > i:
+        s -= 1
+    while int((s + 1) * accept) <= i:
+        s += 1
+    return int((s + 1) * accept)
 
 
 class FixedPacer(Pacer):

@@ -44,7 +44,7 @@ log = logging.getLogger("serving.simulator")
 
 OPEN_PATHS = {"/health", "/health_generate", "/ready", "/metrics"}
 VERSION = "0.5.23"
-YIELD_EVERY = 16  # zero-delay streams give the loop a turn every this many tokens
+YIELD_EVERY = 16  # zero-delay streams give the loop a turn every this many events
 
 
 def deployment_of(a: SimArgs) -> Deployment:
@@ -169,8 +169,9 @@ class Simulator:
 
     async def stream(self, job: Job, send: Send) -> None:
         """One SSE event per scheduler step carrying every token that step accepted (SGLang's
-        shape: with MTP a verify step yields several tokens in one delta). The zero-delay and
-        fixed pacers have no steps: one event per token."""
+        shape: with MTP a verify step yields several tokens in one delta). The zero-delay pacer
+        steps at the MTP acceptance length (one token per event without MTP); the fixed pacer has
+        no steps: one event per token."""
         enc = P.Encoder(job.req, self.parsers, job.out)
         first = enc.first()
         pacer, zero = self.pacer, isinstance(self.pacer, ZeroPacer)
@@ -180,7 +181,7 @@ class Simulator:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         if first is not None:
             await send({"type": "http.response.body", "body": first, "more_body": True})
-        i = 0
+        i = events = 0
         last = 0.0
         c = self.counts
         crash = self.args.crash_after_tokens
@@ -198,7 +199,8 @@ class Simulator:
                     log.error("fault: --sim-crash-after-tokens %d reached; exiting abruptly", crash)
                     os._exit(17)
             if zero:
-                if i % YIELD_EVERY == 0:
+                events += 1
+                if events % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 continue
             now = time.monotonic()

@@ -206,3 +206,21 @@ def test_exact_reservation_never_retracts() -> None:
         s.complete(batch, now)
     assert all(r.state == "done" for r in reqs)
     assert s.retracted_total == 0
+
+
+@pytest.mark.parametrize("accept", [1.5, 2.8, 3.0, 3.7])
+def test_zero_delay_steps_average_the_mtp_acceptance_length(accept: float) -> None:
+    """With MTP the zero-delay simulator streams one event per verify step: steps that tile the
+    tokens without gaps or overlaps and average the acceptance length."""
+    from serving.engines.simulator.pacers import step_end
+
+    n, i, steps = 1000, 0, []
+    while i < n:
+        j = step_end(i, accept)
+        assert j > i
+        assert step_end(j - 1, accept) == j  # every token inside a step ends it at the same place
+        steps.append(j - i)
+        i = j
+    assert sum(steps) >= n
+    assert sum(steps) / len(steps) == pytest.approx(accept, rel=0.01)
+    assert set(steps) <= {int(accept), int(accept) + 1}
