@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +24,13 @@ def measure(
     rules: Sequence[RoleRule] = (),
     timeout_s: float = 300.0,
     profiler: Profiler | None = None,
+    idle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run ``spec`` against ``spec.url``; the summary plus CPU seconds and CPU-ms/request per role.
+
+    With ``idle_s``, every process's CPU is also read over that long with no request in flight
+    (after the warm-up): the background each role burns whatever the load (Ray's controller,
+    proxies, pollers). ``cpu_ms_per_request_net`` is the window's CPU less that background rate.
 
     With ``profiler``, py-spy samples one process during the measured window (numbers from such a
     run are distorted by the sampler and are not reported as measurements)."""
@@ -48,6 +54,13 @@ def measure(
         if not line:
             popen.wait(timeout=30)
             raise RuntimeError(f"load client exited during warm-up: {(log_dir / 'client.log').read_text()[-2000:]}")
+        idle_rate: dict[str, float] = {}
+        if idle_s > 0:
+            quiet = snapshot_cpu([*servers, client], rules)
+            time.sleep(idle_s)
+            idle_rate = {
+                r: v / idle_s for r, v in cpu_delta_by_role(quiet, snapshot_cpu([*servers, client], rules)).items()
+            }
         if profiler:
             profiler.start()
         before = snapshot_cpu([*servers, client], rules)
@@ -72,10 +85,14 @@ def measure(
     results = [RequestResult(**r) for r in data["results"]]
     summary = summarize(results, data["wall_s"])
     cpu_s = cpu_delta_by_role(before, after)
+    wall = data["wall_s"]
+    net = {r: max(v - idle_rate.get(r, 0.0) * wall, 0.0) for r, v in cpu_s.items()}
     return {
         "summary": asdict(summary),
         "cpu_s": cpu_s,
         "cpu_ms_per_request": cpu_ms_per_request(cpu_s, summary.ok),
+        "idle_cpu_per_s": idle_rate or None,
+        "cpu_ms_per_request_net": cpu_ms_per_request(net, summary.ok) if idle_rate else None,
         "wall_s": data["wall_s"],
         "results": results,
     }

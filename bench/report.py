@@ -98,7 +98,9 @@ def stack_md(st: dict[str, Any]) -> str:
         f"output tokens (`ignore_eos`), after {w['warmup_requests']} warm-up requests; engine: {w['engine']}. "
         "Tokens are counted from each stream's usage.\n"
         "CPU columns: milliseconds of CPU per completed request, per process tree (psutil user+system deltas "
-        "over the measured window); *stack* = gateway + Ray + router processes.\n"
+        "over the measured window); *stack* = gateway + Ray + router processes; *net of idle* subtracts the "
+        "CPU each stack burns with no request in flight (read for 10 s before the window; *stack idle CPU %* is "
+        "that rate, in % of one core).\n"
     )
     out = [head]
     for rate, r in st["rates"].items():
@@ -111,7 +113,7 @@ def _stack_rate_md(st: dict[str, Any]) -> str:
     for key, m in st["arms"].items():
         s = m.get("summary")
         if not s:
-            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 11])
+            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 13])
             continue
         cpu = m["cpu_ms_per_request"]
         vs = st["vs_direct"].get(key, {})
@@ -131,6 +133,8 @@ def _stack_rate_md(st: dict[str, Any]) -> str:
                 if low
                 else "—",
                 fmt(m.get("stack_cpu_ms_per_request"), 3),
+                fmt(m.get("stack_cpu_ms_per_request_net"), 3),
+                fmt(100 * m["stack_idle_cpu_per_s"], 1) if m.get("stack_idle_cpu_per_s") is not None else "—",
                 fmt(cpu.get("engine"), 3),
                 fmt(cpu.get("client"), 3),
             ]
@@ -147,6 +151,8 @@ def _stack_rate_md(st: dict[str, Any]) -> str:
         "low-conc. TTFT p50 / p99 ms",
         "added p50 / p99 ms",
         "stack CPU-ms/req",
+        "net of idle",
+        "stack idle CPU %",
         "engine CPU-ms/req",
         "client CPU-ms/req",
     ]

@@ -102,6 +102,7 @@ EVENT_RATES: dict[str, dict[str, Any]] = {
 }
 LOW_CONCURRENCY = 4  # added TTFT is judged where the CPU is not saturated
 MIN_WINDOW_S = 20.0
+IDLE_S = 10.0  # each arm's background CPU is read over this long with no request in flight
 
 
 def rate_overrides(rate: str) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def run_arm(
             if pid is None:
                 raise RuntimeError(f"no process matching {arm.profile_needle!r} to profile")
             profiler = Profiler(pid, log_dir / "py-spy.collapsed")
-        m = measure(spec, g.procs, log_dir, rules=ENGINE_RULES, profiler=profiler)
+        m = measure(spec, g.procs, log_dir, rules=ENGINE_RULES, profiler=profiler, idle_s=0.0 if profile else IDLE_S)
         if profiler:
             return {
                 "arm": arm.key,
@@ -137,6 +138,8 @@ def run_arm(
             }
         m.pop("results")
         m["stack_cpu_ms_per_request"] = _stack_cpu(m["cpu_ms_per_request"])
+        m["stack_cpu_ms_per_request_net"] = _stack_cpu(m["cpu_ms_per_request_net"] or {})
+        m["stack_idle_cpu_per_s"] = _stack_cpu(m["idle_cpu_per_s"] or {})
         m.update(status="measured", label=arm.label, start_s=round(started_s, 1))
         if low is not None:
             lspec = Spec(**{**low.__dict__, "url": url, "model": spec.model})
@@ -185,6 +188,8 @@ def compare(arms: dict[str, dict[str, Any]], *, min_window_s: float = MIN_WINDOW
         goals.append(_goal(f"({ours_key})/(c) tokens/s ≥ 1.0", tps, lambda v: v >= 1.0))
         cpu = ratio(ours.get("stack_cpu_ms_per_request"), router.get("stack_cpu_ms_per_request"))
         goals.append(_goal(f"({ours_key}) stack CPU/request ≤ 1.25× router's", cpu, lambda v: v <= 1.25))
+        net = ratio(ours.get("stack_cpu_ms_per_request_net"), router.get("stack_cpu_ms_per_request_net"))
+        goals.append(_goal(f"({ours_key}) the same, net of each stack's idle background CPU", net, lambda v: v <= 1.25))
         r = rows[ours_key]
         c = LOW_CONCURRENCY
         goals.append(_goal(f"({ours_key}) added TTFT p50 ≤ 2 ms at concurrency {c}", r["low_added_ttft_p50_ms"],

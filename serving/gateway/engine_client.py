@@ -5,7 +5,8 @@ straight from the socket buffer). ``HttpxEngineClient`` runs over any ``httpx`` 
 use it to put in-process fake engines under the gateway (``create_app(..., transport=...)``).
 
 Both raise :class:`EngineConnectionError` for anything that goes wrong on the wire (refused,
-reset, timed out, truncated), so the gateway's retry and error mapping see one exception type.
+reset, timed out, truncated), so the gateway's retry and error mapping see one exception type;
+a stream's chunk iterator is the library's own, and raises one of ``WIRE_ERRORS``.
 Closing an :class:`EngineResponse` before its body ended drops the connection: that is how a
 client disconnect becomes an abort on the engine.
 """
@@ -25,15 +26,26 @@ class EngineConnectionError(Exception):
     """The engine could not be reached, or the connection broke (before or during the body)."""
 
 
+# What a body iterator (``EngineResponse.chunks``) may raise when the wire breaks mid-body. The
+# stream's chunks come straight from the client library's own iterator (no wrapping generator per
+# chunk on the hot path), so its readers catch these beside EngineConnectionError.
+_AIOHTTP_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+WIRE_ERRORS: tuple[type[BaseException], ...] = (EngineConnectionError, *_AIOHTTP_ERRORS, httpx.HTTPError)
+
+
 class EngineResponse(Protocol):
     status: int
+    # ``close`` never suspends (it only releases or drops the socket): callers need no shield
+    # against a cancellation landing half-way through it.
+    closes_at_once: bool
 
     async def read(self) -> bytes:
         """The whole body (non-streamed answers and errors)."""
         ...
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, one item per socket read (never re-buffered)."""
+        """The body as it arrives, one item per socket read (never re-buffered); raises one of
+        ``WIRE_ERRORS`` when the connection breaks."""
         ...
 
     async def close(self) -> None:
@@ -48,11 +60,11 @@ class EngineClient(Protocol):
 
 
 # ---- aiohttp (production) -------------------------------------------------------------------
-_AIOHTTP_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 class _AiohttpResponse:
     __slots__ = ("_resp", "status")
+    closes_at_once = True
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
@@ -64,12 +76,8 @@ class _AiohttpResponse:
         except _AIOHTTP_ERRORS as exc:
             raise EngineConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        except _AIOHTTP_ERRORS as exc:
-            raise EngineConnectionError(f"{type(exc).__name__}: {exc}") from exc
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._resp.content.iter_any()  # aiohttp's iterator itself: one await per read
 
     async def close(self) -> None:
         resp = self._resp
@@ -129,6 +137,7 @@ class AiohttpEngineClient:
 # ---- httpx (any transport; the unit tests' in-process engines) -------------------------------
 class _HttpxResponse:
     __slots__ = ("_resp", "status")
+    closes_at_once = False
 
     def __init__(self, resp: httpx.Response) -> None:
         self._resp = resp

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Send
 
-from serving.gateway.engine_client import EngineConnectionError
+from serving.gateway.engine_client import WIRE_ERRORS, EngineConnectionError
 from serving.gateway.errors import ApiError
 
 if TYPE_CHECKING:
@@ -250,8 +250,8 @@ class Relay:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
                 raise EngineConnectionError("engine closed the stream before [DONE]")
-        except EngineConnectionError as exc:
-            stats.error = str(exc)
+        except WIRE_ERRORS as exc:
+            stats.error = str(exc) if isinstance(exc, EngineConnectionError) else f"{type(exc).__name__}: {exc}"
             err = ApiError(502, "engine stream failed before completion; the response is incomplete",
                            code="engine_stream_error")  # fmt: skip
             await send({"type": "http.response.body", "body": err.sse_event(self.request_id), "more_body": True})

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from serving.gateway.engine_client import EngineClient, EngineConnectionError, EngineResponse
+from serving.gateway.engine_client import WIRE_ERRORS, EngineClient, EngineResponse
 from serving.gateway.errors import ApiError, from_upstream
 from serving.gateway.routing import RequestContext, Router
 from serving.observability.metrics import GatewayMetrics
@@ -48,7 +48,10 @@ class Upstream:
         if release is None:
             return
         try:
-            await asyncio.shield(self.response.close())
+            if self.response.closes_at_once:  # no await inside: nothing to shield (a task less per request)
+                await self.response.close()
+            else:
+                await asyncio.shield(self.response.close())
         finally:
             release()
 
@@ -109,7 +112,7 @@ class Dispatcher:
                 if resp.status not in RETRYABLE_UPSTREAM_STATUS:
                     raise err
                 last = err
-            except EngineConnectionError as exc:
+            except WIRE_ERRORS as exc:
                 if resp is not None:
                     await resp.close()
                 log.warning("engine %s failed before the first byte: %s", ep.replica_id, exc)

@@ -49,6 +49,8 @@ def test_a_token_is_content_reasoning_text_or_a_tool_call_never_a_role_chunk(chu
 
 
 class _Response:
+    closes_at_once = True
+
     async def close(self) -> None:
         return None
 
