@@ -4,6 +4,8 @@
 group. With ``pp > 1`` the layers are split over stages that run one after another, so a token's
 latency does not shrink with ``pp`` — only the memory per GPU does. This module builds the
 pipeline from the TP-only model (``pp = 1``); with ``pp = 1`` it returns exactly that model's times.
+(``TimingModel`` itself, given ``pp > 1``, divides a step's bytes by tp × pp as if the stages ran at
+once: an optimistic step, which the planner does not use.)
 
 Facts (SGLang 0.5.23):
 
