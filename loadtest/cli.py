@@ -220,8 +220,10 @@ def plan(
     gpus_per_node: Annotated[
         int | None, typer.Option(help="GPUs per node (default: the settings' parallelism.gpus_per_node)", min=1)
     ] = None,
-    precisions: Annotated[str, typer.Option(help="bf16,fp8")] = "bf16,fp8",
-    mtp: Annotated[str, typer.Option(help="MTP settings to consider: on,off")] = "off,on",
+    precisions: Annotated[str, typer.Option(help="bf16,fp8 (with --from-report: fp8 if the run was FP8)")] = "bf16,fp8",
+    mtp: Annotated[
+        str, typer.Option(help="MTP settings to consider: on,off (with --from-report: on if it ran)")
+    ] = "off,on",
     from_report: Annotated[
         Path | None, typer.Option(help="report.json of a measured sweep instead of the model")
     ] = None,
@@ -286,7 +288,7 @@ def plan(
         target = rps if rps is not None else 0.0
         if rps is None and point.get("answer_tokens_per_s"):  # answer tokens per request, as measured
             target = float(answer_tps or 0.0) * point["throughput_rps"] / point["answer_tokens_per_s"]
-        ran = Candidate(model, gpu, tp, model.endswith("fp8"), False, _engines(engine, "--engine")[0], pp)
+        ran = Candidate(model, gpu, tp, precisions == "fp8", mtp == "on", _engines(engine, "--engine")[0], pp)
         opts = [plan_from_report(data, target_rps=target, headroom=headroom, prices=table, per=per,
                                  target_answer_tps=answer_tps, slo=slo, candidate=ran)]  # fmt: skip
     else:

@@ -378,3 +378,19 @@ def test_plan_from_a_report_prices_tokens_at_its_measured_slo_point():
     point["cost"] = {"replicas": 2}
     assert plan_from_report(report, target_rps=9, headroom=0.0, candidate=c, prices=prices).usd_per_million_output_all \
         == pytest.approx(8.0)  # fmt: skip
+
+
+def test_plan_cli_from_a_report_writes_the_engine_layout_and_precision_that_ran(tmp_path):
+    from typer.testing import CliRunner
+
+    from loadtest.cli import app
+
+    report = Path(__file__).resolve().parents[3] / "loadtest" / "examples" / "agent_thinking" / "report.json"
+    out = tmp_path / "values.yaml"
+    args = ["plan", "--rps", "5", "--from-report", str(report), "--model", "qwen3.6-35b-a3b", "--gpu", "h200",
+            "--precisions", "fp8", "--mtp", "on", "--engine", "vllm", "--values-out", str(out)]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    s = load_settings(overrides=yaml.safe_load(out.read_text())["settings"], env={})
+    assert (s.model.preset, s.engine.kind.value, s.speculative.enabled) == ("qwen3.6-35b-a3b-fp8", "vllm", True)
+    assert "$/M in" in r.output
