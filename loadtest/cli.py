@@ -181,6 +181,9 @@ def _onoff(x: str) -> bool:
     return x == "on"
 
 
+PLAN_FORMATS = ("text", "markdown", "json")
+
+
 @app.command("plan")
 @clear_errors
 def plan(
@@ -208,25 +211,69 @@ def plan(
     headroom: Annotated[float, typer.Option(help="spare capacity at peak, e.g. 0.2 = 20 %", min=0.0)] = 0.2,
     slo_ttft: SloTtft = 1.0,
     slo_tpot: SloTpot = 0.050,
+    engines: Annotated[
+        str, typer.Option(help="engines to consider: sglang,vllm (vLLM's step times are SGLang's model: see below)")
+    ] = "sglang,vllm",
     gpus: Annotated[str, typer.Option(help="GPU types to consider")] = "h100,h200,b200",
     tps: Annotated[str, typer.Option(help="tensor-parallel sizes to consider")] = "1,2,4,8",
-    precisions: Annotated[str, typer.Option(help="bf16,fp8")] = "bf16,fp8",
-    mtp: Annotated[str, typer.Option(help="MTP settings to consider: on,off")] = "off,on",
+    pps: Annotated[str, typer.Option(help="pipeline-parallel sizes to consider (stages; pp > 1 excludes MTP)")] = "1,2",
+    gpus_per_node: Annotated[
+        int | None, typer.Option(help="GPUs per node (default: the settings' parallelism.gpus_per_node)", min=1)
+    ] = None,
+    precisions: Annotated[str, typer.Option(help="bf16,fp8 (with --from-report: fp8 if the run was FP8)")] = "bf16,fp8",
+    mtp: Annotated[
+        str, typer.Option(help="MTP settings to consider: on,off (with --from-report: on if it ran)")
+    ] = "off,on",
     from_report: Annotated[
         Path | None, typer.Option(help="report.json of a measured sweep instead of the model")
     ] = None,
     gpu: Annotated[str, typer.Option(help="with --from-report: GPU type that ran")] = "h100",
     tp: Annotated[int, typer.Option(help="with --from-report: TP that ran", min=1)] = 1,
+    pp: Annotated[int, typer.Option(help="with --from-report: PP that ran", min=1)] = 1,
+    engine: Annotated[str, typer.Option(help="with --from-report: engine that ran (sglang | vllm)")] = "sglang",
     values_out: Annotated[Path | None, typer.Option(help="write Helm values for helm/qwen-serve here")] = None,
     price: PriceOpt = None,
     prices: PricesFile = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print every option as JSON")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="text | markdown | json")] = "text",
+    as_json: Annotated[bool, typer.Option("--json", help="same as --format json: every option")] = False,
+    limit: Annotated[int, typer.Option(help="text/markdown: rows of feasible options shown (0: all)", min=0)] = 20,
 ) -> None:
-    """Replicas, GPUs and $/month for a target load; the cheapest configuration meeting the SLO."""
-    from loadtest.planner import PER, PER_ANSWER_TOKEN, Candidate, helm_values, plan_from_model, plan_from_report
+    """Replicas, GPUs, $/month and $/M tokens for a target load; the cheapest configuration
+    meeting the SLO (marked *), written as Helm values with --values-out.
+
+    \b
+    Columns (text, markdown; every field with --format json):
+      engine gpu layout   engine kind, GPU type, tp×pp (nodes a replica spans)
+      prec mtp            bf16 / fp8 weights, MTP speculative decoding
+      replicas GPUs       for peak × (1 + headroom); GPUs = replicas × tp × pp
+      $/month             GPUs × $/GPU-hour × 730 h
+      req/s/rep batch     a replica's capacity at the SLO point, its batch there
+      TTFT ms TPOT ms     predicted at that batch
+      $/M in  $/M out     at the SLO point (one replica at its capacity): GPU
+                          time in prefills → input, in decode steps → output
+                          (from a report: split by the report's input weight)
+      $/M out all         every GPU-hour charged to output (input free)
+      util                fleet load at peak, target ÷ (replicas × capacity);
+                          $/M at peak = $/M above ÷ util
+      bubble              pp > 1: idle share of each stage in a decode round
+      answer tok/s/rep    --per answer-token: answer tokens/s per replica,
+      $/M answer          and $/M answer tokens at the target
+
+    \b
+    Modelled: SGLang by the timing model calibrated to its published figures;
+    PP as microbatches in a ring with inter-stage transfers
+    (serving/capacity/pipeline.py); vLLM by the project's plan (admission,
+    MTP only when enabled) with SGLang's step times, not vLLM's own: it ties
+    with SGLang (rows folded) and SGLang is chosen. Refused candidates
+    (settings validation, a TP group across nodes) are counted by field.
+    """
+    from loadtest.planner import PER, PER_ANSWER_TOKEN, Candidate, plan_from_model, plan_from_report
 
     if per not in PER:
         raise ValueError(f"--per {per!r}: choose one of {', '.join(PER)}")
+    fmt = "json" if as_json else output_format
+    if fmt not in PLAN_FORMATS:
+        raise ValueError(f"--format {output_format!r}: choose one of {', '.join(PLAN_FORMATS)}")
     if (rps is None) == (answer_tps is None):
         raise ValueError("give exactly one target: --rps or --answer-tps")
     if (rps is not None and rps <= 0) or (answer_tps is not None and answer_tps <= 0):
@@ -241,9 +288,9 @@ def plan(
         target = rps if rps is not None else 0.0
         if rps is None and point.get("answer_tokens_per_s"):  # answer tokens per request, as measured
             target = float(answer_tps or 0.0) * point["throughput_rps"] / point["answer_tokens_per_s"]
+        ran = Candidate(model, gpu, tp, precisions == "fp8", mtp == "on", _engines(engine, "--engine")[0], pp)
         opts = [plan_from_report(data, target_rps=target, headroom=headroom, prices=table, per=per,
-                                 target_answer_tps=answer_tps, slo=slo,
-                                 candidate=Candidate(model, gpu, tp, model.endswith("fp8"), False))]  # fmt: skip
+                                 target_answer_tps=answer_tps, slo=slo, candidate=ran)]  # fmt: skip
     else:
         sc = load_scenario(scenario)
         prec = _csv(precisions, lambda x: {"bf16": False, "fp8": True}[x], "--precisions")
@@ -259,25 +306,57 @@ def plan(
             prompt_tokens=sc.prompt_tokens.mean() + sc.shared_prefix_tokens + sc.mean_image_tokens(),
             output_tokens=reasoning + answer,
             reasoning_tokens=reasoning, per=per,
-            gpus=_csv(gpus, str, "--gpus"), tps=_csv(tps, int, "--tps"), precisions=prec,
-            mtp=_csv(mtp, _onoff, "--mtp"),
+            gpus=_csv(gpus, str, "--gpus"), tps=_positive(tps, "--tps"), precisions=prec,
+            mtp=_csv(mtp, _onoff, "--mtp"), pps=_positive(pps, "--pps"), engines=_engines(engines, "--engines"),
+            gpus_per_node=gpus_per_node,
         )  # fmt: skip
     best = opts[0]
-    if as_json:
+    if fmt == "json":
         typer.echo(json.dumps([o.to_json() for o in opts], indent=2))
-    for o in opts if not as_json else ():
-        typer.echo(_option_line(o, o is best))
+    else:
+        typer.echo(_plan_table(opts, markdown=fmt == "markdown", limit=limit, answer=per == PER_ANSWER_TOKEN))
     if not best.feasible:
         typer.echo("error: no configuration meets the SLO at this load", err=True)
         raise typer.Exit(1)
     if values_out is not None:
-        chart = Path(__file__).resolve().parents[1] / "helm" / "qwen-serve" / "values.yaml"
-        defaults = yaml.safe_load(chart.read_text(encoding="utf-8")) if chart.is_file() else {}
-        values = helm_values(best, defaults)
         peak = f"{rps:g} req/s" if rps is not None else f"{answer_tps:g} answer tokens/s"
-        header = f"# capacity plan ({per}): {best.candidate.label()}, {best.replicas} replicas, {peak} peak\n"
-        values_out.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-        typer.echo(f"wrote {values_out}", err=True)
+        _write_values(best, values_out, per=per, peak=peak)
+
+
+CHART_DIR = Path(__file__).resolve().parents[1] / "helm" / "qwen-serve"
+
+
+def _write_values(best: Any, out: Path, *, per: str, peak: str) -> None:
+    from loadtest.planner import engine_image, helm_values
+
+    chart = CHART_DIR / "values.yaml"
+    defaults = yaml.safe_load(chart.read_text(encoding="utf-8")) if chart.is_file() else {}
+    image = engine_image(CHART_DIR, best.candidate.engine) if chart.is_file() else None
+    values = helm_values(best, defaults, image)
+    header = (
+        f"# capacity plan ({per}): {best.candidate.label()}, {best.replicas} replicas, {peak} peak\n"
+        f"# at the SLO point: ${_num(best.usd_per_million_input)}/M input, ${_num(best.usd_per_million_output)}/M "
+        f"output (GPU time split, {best.basis}), ${_num(best.usd_per_million_output_all)}/M output all on output\n"
+    )
+    out.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _positive(raw: str, name: str) -> tuple[int, ...]:
+    got = _csv(raw, int, name)
+    if not got or any(x < 1 for x in got):
+        raise ValueError(f"{name} {raw!r}: give positive whole numbers, e.g. 1,2")
+    return got
+
+
+def _engines(raw: str, name: str) -> tuple[str, ...]:
+    from loadtest.planner import ENGINES
+
+    got = _csv(raw, lambda x: x.lower(), name)
+    bad = [x for x in got if x not in ENGINES]
+    if not got or bad:
+        raise ValueError(f"{name} {raw!r}: choose from {', '.join(ENGINES)}")
+    return got
 
 
 def _reasoning_and_answer(sc: Any, reasoning_share: float) -> tuple[float, float]:
@@ -292,18 +371,82 @@ def _reasoning_and_answer(sc: Any, reasoning_share: float) -> tuple[float, float
     return reasoning, out - reasoning
 
 
-def _option_line(o: Any, best: bool) -> str:
-    label = f"{o.candidate.label():28s}"
-    if not o.feasible:
-        return f"  {label} infeasible: {o.reason}"
-    line = (
-        f"{'*' if best else ' '} {label} {o.replicas:3d} replicas {o.gpus:4d} GPUs  ${o.usd_per_month:>10,.0f}/month"
-        f"  {o.per_replica_rps:6.2f} req/s/replica at batch {o.batch}"
-    )
-    if o.per == "answer-token":
-        usd = f"${o.usd_per_million_answer:.3f}" if math.isfinite(o.usd_per_million_answer) else "–"
-        line += f"  {o.per_replica_answer_tokens_per_s:8.0f} answer tok/s/replica  {usd}/M answer"
-    return line
+def _num(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if math.isfinite(x) else "–"
+
+
+def _layout(o: Any) -> str:
+    c = o.candidate
+    return f"tp{c.tp}×pp{c.pp}" + (f" ({c.nodes} nodes)" if c.nodes > 1 else "")
+
+
+def _plan_columns(answer: bool) -> list[tuple[str, Callable[[Any], str]]]:
+    cols: list[tuple[str, Callable[[Any], str]]] = [
+        ("engine", lambda o: o.candidate.engine),
+        ("gpu", lambda o: o.candidate.gpu),
+        ("layout", _layout),
+        ("prec", lambda o: "fp8" if o.candidate.fp8 else "bf16"),
+        ("mtp", lambda o: "on" if o.candidate.mtp else "off"),
+        ("replicas", lambda o: str(o.replicas)),
+        ("GPUs", lambda o: str(o.gpus)),
+        ("$/month", lambda o: f"{o.usd_per_month:,.0f}"),
+        ("req/s/rep", lambda o: f"{o.per_replica_rps:.2f}"),
+        ("batch", lambda o: str(o.batch)),
+        ("TTFT ms", lambda o: _num(o.ttft_s * 1e3, 0)),
+        ("TPOT ms", lambda o: _num(o.tpot_s * 1e3, 1)),
+        ("$/M in", lambda o: _num(o.usd_per_million_input)),
+        ("$/M out", lambda o: _num(o.usd_per_million_output)),
+        ("$/M out all", lambda o: _num(o.usd_per_million_output_all)),
+        ("util", lambda o: _num(o.utilisation, 2)),
+        ("bubble", lambda o: f"{o.bubble:.1%}" if o.candidate.pp > 1 else "–"),
+    ]
+    if answer:
+        cols += [("answer tok/s/rep", lambda o: f"{o.per_replica_answer_tokens_per_s:.0f}"),
+                 ("$/M answer", lambda o: _num(o.usd_per_million_answer))]  # fmt: skip
+    return cols
+
+
+def _plan_table(opts: list[Any], *, markdown: bool, limit: int, answer: bool) -> str:
+    """Feasible options (the first is the choice), vLLM rows folded into the SGLang row they equal,
+    then the refused ones counted by the field that refused them."""
+    cols = _plan_columns(answer)
+    rows: list[list[str]] = []
+    index: dict[tuple[str, ...], list[str]] = {}
+    for o in (o for o in opts if o.feasible):
+        cells = [f(o) for _, f in cols]
+        key = tuple(cells[1:])  # everything but the engine
+        if key in index:  # same numbers, other engine: one row
+            index[key][0] += f", {o.candidate.engine}"
+            continue
+        index[key] = cells
+        rows.append(cells)
+    shown = rows if limit == 0 else rows[:limit]
+    if shown:
+        shown[0] = [("**" + shown[0][0] + "**") if markdown else ("* " + shown[0][0]), *shown[0][1:]]
+    heads = [h for h, _ in cols]
+    lines: list[str] = []
+    if markdown:
+        lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        lines += ["| " + " | ".join(r) + " |" for r in shown]
+    else:
+        widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(heads)]
+        lines += ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in shown]
+    if len(shown) < len(rows):
+        lines.append(f"… {len(rows) - len(shown)} more feasible (--limit 0 shows all)")
+    refused = [o for o in opts if not o.feasible]
+    if refused:
+        if not rows:  # nothing met the SLO: every reason in full
+            lines += [f"refused: {o.candidate.label()}: {o.reason}" for o in refused]
+        else:
+            by_field: dict[str, list[Any]] = {}
+            for o in refused:
+                by_field.setdefault(o.reason.split(":", 1)[0] if ": " in o.reason else o.reason, []).append(o)
+            summary = ", ".join(f"{k} ×{len(v)}" for k, v in sorted(by_field.items(), key=lambda kv: -len(kv[1])))
+            lines.append(f"refused {len(refused)} (--format json lists each with its reason): {summary}")
+    notes = sorted({n for o in opts if o.feasible for n in o.notes})
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)
 
 
 @app.command("locust", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -10,6 +10,12 @@ so the two prices add back up to what the run cost.
 A thinking model spends most of its output on reasoning the user never reads, so the output side
 of the bill is also given per *answer* token: $/M answer = (out_tokens × p_out) ÷ answer_tokens,
 the same dollars spread over the tokens that reach the user (≥ $/M output; equal without thinking).
+
+**Plans** (:func:`split_by_gpu_time`) need no assumed weight: the capacity model knows the share
+of a replica's GPU time that prefills take at the SLO point (ρ = requests/s × prefill seconds per
+prompt, per pipeline stage). That share of $/GPU-h is charged to input tokens, the rest (decode
+steps) to output tokens; ``usd_per_million_output_all`` charges everything to output tokens (input
+free), the figure to compare with a price list that only quotes output.
 """
 
 from __future__ import annotations
@@ -110,6 +116,39 @@ def token_cost(
         usd_per_million_answer=(
             p_out * output_tokens / answer_tokens * 1e6 if p_out is not None and answer_tokens else None
         ),
+    )
+
+
+@dataclass(frozen=True)
+class TokenPrices:
+    """$ per million tokens of one replica running at a given load."""
+
+    usd_per_million_input: float
+    usd_per_million_output: float
+    usd_per_million_output_all: float  # every GPU-hour charged to output tokens
+    prefill_share: float  # the share of GPU time charged to input tokens
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_by_gpu_time(
+    usd_per_hour: float, rps: float, prompt_tokens: float, output_tokens: float, prefill_share: float
+) -> TokenPrices:
+    """A replica costing ``usd_per_hour`` serves ``rps`` requests/s of ``prompt_tokens`` in and
+    ``output_tokens`` out, spending ``prefill_share`` of its GPU time on prefills."""
+    if usd_per_hour < 0 or rps <= 0 or prompt_tokens <= 0 or output_tokens <= 0 or not 0 <= prefill_share <= 1:
+        raise ValueError(
+            "need $/h ≥ 0, requests/s > 0, prompt and output tokens > 0 and a prefill share within [0, 1]; got "
+            f"{usd_per_hour}, {rps}, {prompt_tokens}, {output_tokens}, {prefill_share}"
+        )
+    usd_s = usd_per_hour / 3600.0
+    ins, outs = rps * prompt_tokens, rps * output_tokens  # tokens per second
+    return TokenPrices(
+        usd_per_million_input=usd_s * prefill_share / ins * 1e6,
+        usd_per_million_output=usd_s * (1 - prefill_share) / outs * 1e6,
+        usd_per_million_output_all=usd_s / outs * 1e6,
+        prefill_share=prefill_share,
     )
 
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from loadtest.cost import HOURS_PER_MONTH, load_prices, monthly_usd, token_cost
+from loadtest.cost import HOURS_PER_MONTH, load_prices, monthly_usd, split_by_gpu_time, token_cost
 from loadtest.gpu_usage import KubernetesUsage, RayServeUsage, StaticUsage, gpu_hours, usage_from_pods
 
 pytestmark = pytest.mark.unit
@@ -19,6 +19,24 @@ def test_token_cost_splits_the_bill_and_adds_back_up():
     assert c.usd_per_million_output == pytest.approx(3.0)
     assert c.usd_per_million_input == pytest.approx(0.75)
     assert 4 * c.usd_per_million_input + 1 * c.usd_per_million_output == pytest.approx(c.total_usd)
+
+
+def test_gpu_time_split_charges_prefill_time_to_input_and_adds_back_up():
+    # $7.2/h replica, 2 req/s of 1000 prompt + 200 output tokens, 30 % of its GPU time in prefills
+    p = split_by_gpu_time(7.2, 2.0, 1000, 200, 0.3)
+    usd_per_s = 7.2 / 3600
+    assert p.usd_per_million_input == pytest.approx(usd_per_s * 0.3 / 2000 * 1e6)  # $0.30/M in
+    assert p.usd_per_million_output == pytest.approx(usd_per_s * 0.7 / 400 * 1e6)  # $3.50/M out
+    per_s = 2000 * p.usd_per_million_input / 1e6 + 400 * p.usd_per_million_output / 1e6
+    assert per_s == pytest.approx(usd_per_s)  # the two prices pay the replica, no more, no less
+    assert p.usd_per_million_output_all == pytest.approx(usd_per_s / 400 * 1e6)  # input free: $5/M out
+    free_input = split_by_gpu_time(7.2, 2.0, 1000, 200, 0.0)
+    assert free_input.usd_per_million_input == 0.0
+    assert free_input.usd_per_million_output == pytest.approx(free_input.usd_per_million_output_all)
+    with pytest.raises(ValueError, match="prefill share"):
+        split_by_gpu_time(7.2, 2.0, 1000, 200, 1.5)
+    with pytest.raises(ValueError, match="requests/s > 0"):
+        split_by_gpu_time(7.2, 0.0, 1000, 200, 0.3)
 
 
 def test_token_cost_without_tokens_has_no_price():

@@ -194,3 +194,203 @@ def test_planner_batch_limit_is_the_launch_plans_admission_default():
     assert max_batch(c, 1000, 500) == resolved_max_running(s)
     # long ones: the pool is (state slots would admit more than fit at once)
     assert max_batch(c, 100_000, 20_000) < resolved_max_running(s)
+
+
+# --- $/M tokens at the SLO point ----------------------------------------------------------------
+
+H200_TP1 = Candidate("qwen3.6-27b", "h200", 1, True, False)
+
+
+def test_tokens_are_priced_at_the_slo_point_by_modelled_prefill_time():
+    prices = load_prices()
+    o = evaluate(H200_TP1, target_rps=5, headroom=0.2, slo=Slo(), prices=prices, **WORK)
+    assert o.feasible
+    p = predict(H200_TP1, batch=o.batch, mtp_accept=2.8, **WORK)
+    # The input share is the modelled GPU time prefills take at the SLO point: ρ = λ × prefill(I).
+    from serving.capacity.pipeline import PipelineTiming
+    from serving.capacity.timing import Deployment
+
+    busy = PipelineTiming(Deployment.of(H200_TP1.preset, gpu="h200", tp=1)).prefill_busy_s(2000)
+    assert o.prefill_share == pytest.approx(p.rps * busy, rel=1e-6)
+    assert 0 < o.prefill_share < 1
+    # One replica at its capacity pays for itself: input tokens × $/M in + output × $/M out.
+    usd_per_s = H200_TP1.gpus * prices.price("h200") / 3600
+    paid = o.per_replica_rps * (2000 * o.usd_per_million_input + 400 * o.usd_per_million_output) / 1e6
+    assert paid == pytest.approx(usd_per_s)
+    assert o.usd_per_million_output_all == pytest.approx(usd_per_s / (o.per_replica_rps * 400) * 1e6)
+    assert o.utilisation == pytest.approx(5 / (o.replicas * o.per_replica_rps))
+
+
+def test_longer_prompts_move_the_bill_towards_input_tokens():
+    kw = {"target_rps": 2, "headroom": 0.0, "slo": Slo(ttft_s=5.0), "prices": load_prices(), "output_tokens": 400.0}
+    short = evaluate(H200_TP1, prompt_tokens=500.0, **kw)
+    long = evaluate(H200_TP1, prompt_tokens=16000.0, **kw)
+    assert short.prefill_share < long.prefill_share
+    assert short.usd_per_million_output < long.usd_per_million_output_all
+
+
+# --- candidates: engines and TP × PP layouts ----------------------------------------------------
+
+
+def test_the_candidate_set_spans_engines_and_pipeline_layouts():
+    opts = plan(load_prices(), Slo(), gpus=("h100",), tps=(4, 8), pps=(1, 2), engines=("sglang", "vllm"))
+    seen = {(o.candidate.engine, o.candidate.tp, o.candidate.pp) for o in opts}
+    assert seen == {(e, tp, pp) for e in ("sglang", "vllm") for tp in (4, 8) for pp in (1, 2)}
+    # pp > 1 with MTP is not a candidate: the settings' own rule refuses it, named by its field
+    pp_mtp = [o for o in opts if o.candidate.pp > 1 and o.candidate.mtp]
+    assert pp_mtp
+    assert all(not o.feasible and o.reason.startswith("speculative.enabled") for o in pp_mtp)
+    # tp8 × pp2 needs 16 GPUs: two 8-GPU nodes, and the settings it writes say so
+    two_nodes = next(o for o in opts if o.feasible and (o.candidate.tp, o.candidate.pp) == (8, 2))
+    assert two_nodes.candidate.nodes == 2
+    s = load_settings(overrides=two_nodes.settings, env={})
+    assert (s.parallelism.tp, s.parallelism.pp, s.parallelism.nodes) == (8, 2, 2)
+    assert two_nodes.gpus == two_nodes.replicas * 16
+    assert two_nodes.bubble > 0
+    assert any("pp2" in n for n in two_nodes.notes)
+
+
+def test_layouts_the_validation_refuses_are_not_candidates():
+    o = evaluate(Candidate("qwen3.6-27b", "h100", 3, False, False, "sglang", 3), target_rps=1, headroom=0,
+                 slo=Slo(), prices=load_prices(), **WORK)  # fmt: skip
+    assert not o.feasible  # 9 ranks over 2 nodes: the settings' ranks_fill_nodes rule
+    assert o.reason.startswith("parallelism.nodes: tp × pp = 9 is not a multiple of nodes = 2")
+
+
+def test_a_tp_group_across_nodes_is_not_a_candidate():
+    o = evaluate(Candidate("qwen3.6-27b", "h100", 12, False, False), target_rps=1, headroom=0, slo=Slo(),
+                 prices=load_prices(), **WORK)  # fmt: skip
+    assert not o.feasible
+    assert "TP group across nodes" in o.reason
+
+
+def test_pipeline_stages_make_room_for_prompts_one_gpu_cannot_hold():
+    long = {"prompt_tokens": 180_000.0, "output_tokens": 400.0}
+    kw = {"target_rps": 0.1, "headroom": 0.0, "slo": Slo(ttft_s=60.0, tpot_s=0.1), "prices": load_prices(), **long}
+    one = evaluate(Candidate("qwen3.6-27b", "h100", 1, False, False), **kw)
+    two = evaluate(Candidate("qwen3.6-27b", "h100", 1, False, False, "sglang", 2), **kw)
+    assert not one.feasible
+    assert "fits in memory" in one.reason
+    assert two.feasible
+
+
+def test_a_pipeline_does_not_speed_up_a_token_like_tensor_parallel():
+    tp2 = predict(Candidate("qwen3.6-27b", "h100", 2, False, False), batch=32, mtp_accept=2.8, **WORK)
+    pp2 = predict(Candidate("qwen3.6-27b", "h100", 1, False, False, "sglang", 2), batch=32, mtp_accept=2.8, **WORK)
+    # each stage reads its weights once per microbatch (prefills take less of each stage, so not 2×)
+    assert pp2.tpot_s > 1.25 * tp2.tpot_s
+    assert pp2.bubble < 0.05 < predict(Candidate("qwen3.6-27b", "h100", 1, False, False, "sglang", 2), batch=1,
+                                       mtp_accept=2.8, **WORK).bubble  # fmt: skip
+
+
+def test_vllm_candidates_follow_the_projects_vllm_plan_and_tie_with_sglang():
+    from serving.config import resolved_max_running
+    from serving.engines import plan_instance
+
+    kw = {"target_rps": 10, "headroom": 0.2, "slo": Slo(), "prices": load_prices(), **WORK}
+    for mtp in (False, True):
+        sg = Candidate("qwen3.6-27b", "h200", 2, True, mtp)
+        vl = Candidate("qwen3.6-27b", "h200", 2, True, mtp, "vllm")
+        a, b = evaluate(sg, **kw), evaluate(vl, **kw)
+        assert (a.batch, a.per_replica_rps, a.usd_per_month) == (b.batch, b.per_replica_rps, b.usd_per_month)
+        s = load_settings(overrides=b.settings, env={})
+        argv = plan_instance(s, host="127.0.0.1", port=8000).ranks[0].argv
+        # its admission is the plan's --max-num-seqs, MTP only when the candidate enables it
+        assert argv[argv.index("--max-num-seqs") + 1] == str(resolved_max_running(s))
+        assert ("--speculative-config" in argv) == mtp
+        assert b.batch <= resolved_max_running(s)
+        assert any(n.startswith("vllm:") for n in b.notes)
+    ranked = plan(load_prices(), Slo(), gpus=("h200",), tps=(2,), precisions=(True,), mtp=(True,),
+                  engines=("vllm", "sglang"))  # fmt: skip
+    assert [o.candidate.engine for o in ranked] == ["sglang", "vllm"]  # the tie goes to the calibrated engine
+
+
+def test_values_select_the_engine_and_layout_and_pass_the_chart_schema():
+    from loadtest.planner import engine_image
+
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    kw = {"target_rps": 10, "headroom": 0.2, "slo": Slo(), "prices": load_prices(), **WORK}
+    vllm_profile = yaml.safe_load((CHART / "values-vllm-h100.yaml").read_text())
+    for c in (Candidate("qwen3.6-27b", "h100", 8, False, False, "sglang", 2),
+              Candidate("qwen3.6-27b", "h100", 4, True, True, "vllm")):  # fmt: skip
+        o = evaluate(c, **kw)
+        assert o.feasible, o.reason
+        values = helm_values(o, defaults, engine_image(CHART, c.engine))
+        jsonschema.validate({**defaults, **values}, schema)
+        s = load_settings(overrides=values["settings"], env={})
+        assert s.engine.kind.value == c.engine
+        assert (s.parallelism.tp, s.parallelism.pp, s.parallelism.nodes) == (c.tp, c.pp, c.nodes)
+        assert s.speculative.enabled == c.mtp
+        assert s.autoscaling.max_replicas == o.replicas
+        # the vLLM image is the chart's vLLM profile's; SGLang keeps the chart's default image
+        image = values.get("image", defaults["image"])
+        assert image == (defaults["image"] | vllm_profile["image"] if c.engine == "vllm" else defaults["image"])
+
+
+def test_plan_cli_prints_token_prices_in_text_markdown_and_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from loadtest.cli import app
+
+    base = ["plan", "--rps", "10", "--gpus", "h200", "--tps", "1,2", "--pps", "1,2", "--precisions", "fp8"]
+    text = CliRunner().invoke(app, base)
+    assert text.exit_code == 0, text.output
+    head = text.output.splitlines()[0].split()
+    assert {"$/M", "in", "out", "all", "util", "bubble", "engine", "layout"} <= set(head)
+    assert "sglang, vllm" in text.output  # equal rows folded: vLLM's times are SGLang's model
+    assert "refused" in text.output
+    assert "speculative.enabled" in text.output
+    md = CliRunner().invoke(app, [*base, "--format", "markdown"])
+    assert md.exit_code == 0, md.output
+    assert md.output.startswith("| engine | gpu | layout |")
+    assert "| $/M in | $/M out | $/M out all |" in md.output
+    js = CliRunner().invoke(app, [*base, "--format", "json"])
+    rows = json.loads(js.output)
+    feasible = [r for r in rows if r["feasible"]]
+    assert feasible
+    assert all(r["usd_per_million_input"] > 0 and r["usd_per_million_output"] > 0 for r in feasible)
+    assert {r["candidate"]["engine"] for r in rows} == {"sglang", "vllm"}
+    assert {r["candidate"]["pp"] for r in rows} == {1, 2}
+    for bad, name in ((["--format", "yaml"], "--format"), (["--engines", "trt"], "--engines"),
+                      (["--pps", "0"], "--pps")):  # fmt: skip
+        r = CliRunner().invoke(app, [*base, *bad])
+        assert r.exit_code == 2
+        assert name in r.output
+
+
+def test_plan_from_a_report_prices_tokens_at_its_measured_slo_point():
+    point = {"prompt_tokens": 4_000_000, "completion_tokens": 1_000_000, "duration_s": 1800.0,
+             "cost": {"replicas": 2, "gpu_hours": 1.0, "input_weight": 0.25}}  # fmt: skip
+    report = {"run": {"mode": "concurrency"}, "slo_point": {"index": 0, "load": 16, "throughput_rps": 6.0},
+              "points": [point]}  # fmt: skip
+    prices = load_prices().with_overrides(["h200=4"])
+    c = Candidate("qwen3.6-27b", "h200", 2, False, False, "vllm")
+    o = plan_from_report(report, target_rps=9, headroom=0.0, candidate=c, prices=prices)
+    # 1 GPU-hour at $4 over 1 M output + 0.25 × 4 M input equivalents: $2/M out, $0.5/M in, $4/M all on output
+    assert (o.usd_per_million_output, o.usd_per_million_input) == (pytest.approx(2.0), pytest.approx(0.5))
+    assert o.usd_per_million_output_all == pytest.approx(4.0)
+    assert o.prefill_share == pytest.approx(0.5)
+    assert o.basis == "report"
+    assert o.utilisation == pytest.approx(9 / (o.replicas * 3.0))
+    assert load_settings(overrides=o.settings, env={}).engine.kind.value == "vllm"
+    # no GPU-hours measured: the level's duration × the replicas × GPUs that ran (2 × 2) → $8/M all
+    point["cost"] = {"replicas": 2}
+    assert plan_from_report(report, target_rps=9, headroom=0.0, candidate=c, prices=prices).usd_per_million_output_all \
+        == pytest.approx(8.0)  # fmt: skip
+
+
+def test_plan_cli_from_a_report_writes_the_engine_layout_and_precision_that_ran(tmp_path):
+    from typer.testing import CliRunner
+
+    from loadtest.cli import app
+
+    report = Path(__file__).resolve().parents[3] / "loadtest" / "examples" / "agent_thinking" / "report.json"
+    out = tmp_path / "values.yaml"
+    args = ["plan", "--rps", "5", "--from-report", str(report), "--model", "qwen3.6-35b-a3b", "--gpu", "h200",
+            "--precisions", "fp8", "--mtp", "on", "--engine", "vllm", "--values-out", str(out)]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    s = load_settings(overrides=yaml.safe_load(out.read_text())["settings"], env={})
+    assert (s.model.preset, s.engine.kind.value, s.speculative.enabled) == ("qwen3.6-35b-a3b-fp8", "vllm", True)
+    assert "$/M in" in r.output
