@@ -54,7 +54,6 @@ async def admitted_rate(
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-
         first_refusal: list[str] = []
 
         async def one() -> int:
