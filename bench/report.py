@@ -276,6 +276,31 @@ def fair_queuing_md(fq: dict[str, Any]) -> str:
     return head + table(["arm", "light TTFT p50 s", "× alone", "light requests", "batch requests", "errors"], rows)
 
 
+def limits_md(lm: dict[str, Any]) -> str:
+    tax, rate = lm["tax"], lm["rate"]
+    head = (f"Stack-tax arm (b), {lm['concurrency']} closed-loop streams × {lm['max_tokens']} tokens for "
+            f"{lm['seconds_per_arm']:g} s per arm, per-tenant limits off then on (shared across replicas, set to "
+            f"2× the rate measured without them: {tax.get('requests_per_min')} requests/min, "
+            f"{tax.get('tokens_per_min')} tokens/min). Then 3 gateway replicas offered 3× a requests/min "
+            "limit.\n\n")  # fmt: skip
+    rows = []
+    for arm in ("off", "on"):
+        m = tax.get(arm, {})
+        s = m.get("summary")
+        rows.append([arm, *([s["tokens_per_s"], s["ttft_p50_ms"], fmt(m.get("stack_cpu_ms_per_request"), 3),
+                             s["errors"]] if s else [m.get("status", "not measured"), "", "", ""])])  # fmt: skip
+    out = head + table(["limits", "tokens/s", "TTFT p50 ms", "stack CPU-ms/req", "errors"], rows)
+    if rate.get("status") == "measured":
+        out += "\n\n" + table(
+            ["limit /min", "offered /min", "window s", "admitted", "admitted /min", "× limit", "429s", "errors"],
+            [[rate["limit_per_min"], rate["offered_per_min"], rate["window_s"], rate["admitted"],
+              rate["admitted_per_min"], fmt(rate["admitted_vs_limit"], 3), rate["refused_429"], rate["errors"]]],
+        )  # fmt: skip
+    else:
+        out += f"\n\nAdmitted rate: {rate.get('status')}"
+    return out + goals_md(lm.get("goals", []))
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "stack_tax": stack_md,
     "routing": routing_md,
@@ -284,6 +309,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "llama_builds": llama_builds_md,
     "admission": admission_md,
     "fair_queuing": fair_queuing_md,
+    "limits": limits_md,
 }
 TITLES = {
     "stack_tax": "1. Stack tax",
@@ -293,6 +319,7 @@ TITLES = {
     "llama_builds": "5. llama-server builds (tokens/s per CPU configuration)",
     "admission": "6. Default max_running_requests vs a sweep",
     "fair_queuing": "7. Fair admission under a noisy neighbour",
+    "limits": "8. Per-tenant limits: stack tax on vs off, admitted rate with 3 gateway replicas",
 }
 
 

@@ -97,6 +97,13 @@ def fair_queuing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return {"status": "measured", **asyncio.run(fq.run(15.0 if args.quick else 30.0, 2, 10))}
 
 
+def limits(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    from bench import limits as lm
+
+    tokens = args.max_tokens or (32 if args.quick else 128)
+    return lm.run(logs, seconds=20.0, concurrency=args.concurrency, max_tokens=tokens)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
@@ -105,6 +112,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "llama_builds": llama_builds,
     "admission": admission,
     "fair_queuing": fair_queuing,
+    "limits": limits,
 }
 
 

@@ -31,6 +31,9 @@ class Endpoint:
     # the field this engine puts reasoning text in (vLLM: "reasoning"); the gateway renames it to
     # "reasoning_content", so it needs no knowledge of engines beyond this record
     reasoning_field: str = "reasoning_content"
+    # the engine aborts a request whose client left only while streaming it (llama.cpp): the
+    # gateway streams from it even for non-streamed clients (serving/gateway/assemble.py)
+    abort_needs_stream: bool = False
     capacity: float = 0.0  # requests the engine runs at once (--max-running-requests); 0 = unknown
     updated_at: float = field(default_factory=time.time)
 

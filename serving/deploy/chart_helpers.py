@@ -36,7 +36,14 @@ def render_helpers() -> str:
     repos = {name: p.repo_id for name, p in PRESETS.items()}
     defaults = Settings.model_construct()  # field defaults only: no preset filling, no validation
     gateway, ray = defaults.gateway, defaults.ray
-    read = {"ray": {"app_name": ray.app_name}, "gateway": {"port": gateway.port, "ingress": gateway.ingress.value}}
+    read = {
+        "ray": {"app_name": ray.app_name},
+        "gateway": {
+            "port": gateway.port,
+            "ingress": gateway.ingress.value,
+            "api_keys": {"reload_s": gateway.api_keys.reload_s},  # NOTES: how soon a rotated key is refused
+        },
+    }
     env = {path.value: [{"name": k, "value": v} for k, v in env_for(path).items()] for path in IngressPath}
     return "\n".join(
         [

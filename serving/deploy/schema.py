@@ -100,19 +100,43 @@ def settings_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     engine["port"]["description"] = "engine HTTP port; the chart needs a fixed one (NetworkPolicy, scraping)"
     keys = defs["ApiKeySettings"]["properties"]["keys"]
     keys["maxItems"] = 0
-    keys["description"] = "never in values: put keys in secrets.apiKeys or secrets.existingSecret"
+    keys["description"] = (
+        "never in values: put keys in secrets.tenants (digests), secrets.apiKeys or secrets.existingSecret"
+    )
     raw["allOf"] = [*_tp_rules(), PIPELINE_RULE]
     return raw, defs
 
 
+def tenants_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema of the chart's ``secrets.tenants``, its ``$defs``): a list of tenants-file entries
+    (``serving.gateway.auth.TenantEntry``)."""
+    from serving.gateway.auth import TenantEntry
+
+    item = _clean(TenantEntry.model_json_schema())
+    defs: dict[str, Any] = item.pop("$defs", {})
+    item["description"] = "one tenant: its name, its keys' digests, and optionally weight, priority and limits"
+    item["required"] = ["name", "keys"]  # the chart's tenants file must name who may call
+    item["properties"]["keys"]["minItems"] = 1
+    schema = {
+        "type": "array",
+        "description": "tenants file entries (serving/gateway/auth.py TenantEntry); key digests only, never keys",
+        "items": item,
+    }
+    return schema, defs
+
+
 def chart_schema(current: dict[str, Any]) -> dict[str, Any]:
-    """``current`` (the chart's schema) with its settings part regenerated."""
+    """``current`` (the chart's schema) with its settings part and ``secrets.tenants`` regenerated."""
     out = dict(current)
     settings, defs = settings_schema()
+    tenants, tenant_defs = tenants_schema()
     props = dict(out.get("properties", {}))
     props["settings"] = settings
+    secrets = dict(props.get("secrets", {"type": "object", "properties": {}}))
+    secrets["properties"] = {**secrets.get("properties", {}), "tenants": tenants}
+    props["secrets"] = secrets
     out["properties"] = props
-    out["$defs"] = {**out.get("$defs", {}), **defs}
+    out["$defs"] = {**out.get("$defs", {}), **defs, **tenant_defs}
     return out
 
 

@@ -14,6 +14,9 @@ Contract:
   ``parse_load`` reads running and queued requests.
 - ``reasoning_field`` is the name the engine gives reasoning text; the gateway renames it to
   ``reasoning_content`` when it differs.
+- Closing the connection of a running request aborts it. ``abort_needs_stream`` true means the
+  engine notices only while it streams; the gateway then asks it for a stream even for a client
+  that wants one JSON answer, and assembles that answer itself (``serving.gateway.assemble``).
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def prom_value(text: str, name: str) -> float:
 class Engine(ABC):
     kind: ClassVar[EngineKind]
     reasoning_field: ClassVar[str] = "reasoning_content"
+    abort_needs_stream: ClassVar[bool] = False
     health_path: ClassVar[str] = "/health"
     health_generates: ClassVar[bool] = False
     metrics_path: ClassVar[str] = "/metrics"

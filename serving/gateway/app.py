@@ -44,6 +44,7 @@ from serving.gateway.asgi import (
     send_error,
     send_json,
 )
+from serving.gateway.assemble import upstream_body, whole_answer
 from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens, key_id
 from serving.gateway.engine_client import AiohttpEngineClient, EngineClient, HttpxEngineClient
 from serving.gateway.errors import ApiError, from_validation
@@ -240,8 +241,6 @@ class Gateway:
 
         thinking = apply_presets(body, self.settings, chat=chat)
         client_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
-        if req.stream:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         ctx = RequestContext(
             model=req.model,
             prefix=affinity_prefix(body, self.settings.routing.prefix_chars),
@@ -268,7 +267,12 @@ class Gateway:
         upstream: Upstream | None = None
         try:
             candidates = await self.admission.admit(req.model, tenant, candidates)
-            upstream = await self.dispatcher.open(ctx, candidates, path, dumps(body), headers, stream=bool(req.stream))
+            # engines that abort a left client's request only while streaming it stream even a whole answer
+            assemble = not req.stream and any(e.abort_needs_stream for e in candidates)
+            streamed = bool(req.stream) or assemble
+            if streamed:
+                body = upstream_body(body, stream=bool(req.stream))
+            upstream = await self.dispatcher.open(ctx, candidates, path, dumps(body), headers, stream=streamed)
             entry.engine(upstream.endpoint)
             field = upstream.endpoint.reasoning_field
             rename = f'"{field}":'.encode() if field != REASONING_CONTENT else None
@@ -278,7 +282,8 @@ class Gateway:
                 relay = Relay(upstream, rewriter, t0=t0, request_id=rid)
                 await relay.run(send, [*SSE_HEADERS, *id_header], guard.done)
             else:
-                content = self._whole_answer(entry, upstream.first, rename, t0)
+                first = await whole_answer(upstream, chat=chat) if assemble else upstream.first
+                content = self._whole_answer(entry, first, rename, t0)
                 guard.done()
                 await send_json(send, 200, content, id_header)
             status = 200

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from serving.config.settings import ApiKeySettings, LimitSettings
 from serving.gateway.errors import ApiError
@@ -59,6 +60,27 @@ class Tenant:
 ANONYMOUS = Tenant("anonymous", "anonymous")
 
 
+DIGEST_PATTERN = r"^(sha256:)?[0-9a-fA-F]{64}$"
+
+
+class TenantEntry(BaseModel):
+    """One tenant of a tenants file; also the shape of the chart's ``secrets.tenants`` items
+    (``serving deploy schema --write`` puts this model's JSON Schema into values.schema.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="unique tenant name, shown in logs, metrics and traces")
+    weight: float = Field(1.0, gt=0, description="share of saturated engines (weighted fair queuing)")
+    priority: Priority = Field(Priority.INTERACTIVE, description="interactive is served before batch when saturated")
+    requests_per_min: int | None = Field(None, ge=1, description="this tenant's limit, instead of gateway.limits'")
+    tokens_per_min: int | None = Field(None, ge=1, description="this tenant's limit, instead of gateway.limits'")
+    keys: list[Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]] = Field(
+        default_factory=list,
+        description="SHA-256 digests of the tenant's API keys (64 hex digits, optionally 'sha256:'), never keys: "
+        'printf %s "$KEY" | sha256sum',
+    )
+
+
 def _plain_key_tenant(d: str) -> Tenant:
     return Tenant(d, f"key-{d[:8]}")  # a digest prefix names it in logs; never the key
 
@@ -91,39 +113,24 @@ def parse_tenants(text: str, source: str) -> dict[str, Tenant]:
     names: set[str] = set()
     for i, t in enumerate(data.get("tenants") or []):
         where = f"{source}: tenants[{i}]"
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
-            raise ValueError(f"{where}: each tenant needs a name")
-        name = t["name"]
-        if name in names:
-            raise ValueError(f"{where}: tenant {name!r} appears twice")
-        names.add(name)
-        unknown = set(t) - {"name", "weight", "priority", "requests_per_min", "tokens_per_min", "keys"}
-        if unknown:
-            raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
         try:
-            tenant = Tenant(
-                f"tenant:{name}", name, float(t.get("weight", 1.0)), Priority(t.get("priority", "interactive")),
-                _opt_int(t.get("requests_per_min")), _opt_int(t.get("tokens_per_min")),
-            )  # fmt: skip
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where} ({name}): {exc}") from None
-        if tenant.weight <= 0:
-            raise ValueError(f"{where} ({name}): weight must be > 0")
-        for k in t.get("keys") or []:
-            m = _HEX_DIGEST.match(str(k).strip().lower())
-            if m is None:
-                raise ValueError(f"{where} ({name}): keys are SHA-256 digests (64 hex digits, optionally 'sha256:')")
+            entry = TenantEntry.model_validate(t)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in err["loc"]) or "entry"
+            why = err["msg"] if err["loc"][:1] != ("keys",) else "keys are SHA-256 digests (64 hex digits, " \
+                "optionally 'sha256:'), never the keys themselves"  # fmt: skip
+            raise ValueError(f"{where}: {field}: {why}") from None
+        if entry.name in names:
+            raise ValueError(f"{where}: tenant {entry.name!r} appears twice")
+        names.add(entry.name)
+        tenant = Tenant(f"tenant:{entry.name}", entry.name, entry.weight, entry.priority, entry.requests_per_min,
+                        entry.tokens_per_min)  # fmt: skip
+        for k in entry.keys:
+            m = _HEX_DIGEST.match(k.strip().lower())
+            assert m is not None  # the entry's pattern
             out[m.group(1)] = tenant
     return out
-
-
-def _opt_int(v: Any) -> int | None:
-    if v is None:
-        return None
-    n = int(v)
-    if n < 1:
-        raise ValueError("limits must be ≥ 1")
-    return n
 
 
 def _read(path: Path) -> str:

@@ -68,6 +68,7 @@ class SharedRateLimiter(RateLimiter):
         self._actor = actor
         self._allowance: dict[tuple[str, str], float] = {}
         self._blocked_until: dict[tuple[str, str], float] = {}
+        self._leasing: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.leases = 0
 
     def enabled_for(self, tenant: Tenant) -> bool:
@@ -79,23 +80,36 @@ class SharedRateLimiter(RateLimiter):
         return self._actor
 
     async def _ensure(self, who: str, kind: str, per_min: int, need: float) -> float:
-        """0 when ``need`` is in the local allowance (leasing a block if not), else seconds to wait."""
-        have = self._allowance.get((who, kind), 0.0)
-        if have >= need:
-            return 0.0
-        blocked = self._blocked_until.get((who, kind), 0.0) - self.clock()
-        if blocked > 0:  # the actor said no a moment ago: do not ask again per refused request
-            return blocked
-        block = max(need - have, math.ceil(per_min * self.fraction))
-        granted, wait = await asyncio.wait_for(
-            self._get_actor().lease.remote(who, kind, float(per_min), block), LEASE_TIMEOUT_S
-        )
+        """0 when ``need`` is in the local allowance (leasing a block if not), else seconds to wait.
+        One lease per bucket at a time: concurrent requests of this replica wait for it and look
+        again, so no grant is overwritten and no replica leases more than it needs."""
+        key = (who, kind)
+        while True:
+            have = self._allowance.get(key, 0.0)
+            if have >= need:
+                return 0.0
+            blocked = self._blocked_until.get(key, 0.0) - self.clock()
+            if blocked > 0:  # the actor said no a moment ago: do not ask again per refused request
+                return blocked
+            pending = self._leasing.get(key)
+            if pending is None:
+                break
+            await asyncio.shield(pending)
+        done = self._leasing[key] = asyncio.get_running_loop().create_future()
+        try:
+            block = max(need - have, math.ceil(per_min * self.fraction))
+            granted, wait = await asyncio.wait_for(
+                self._get_actor().lease.remote(who, kind, float(per_min), block), LEASE_TIMEOUT_S
+            )
+        finally:
+            del self._leasing[key]
+            done.set_result(None)
         self.leases += 1
-        have = self._allowance[(who, kind)] = have + granted
+        have = self._allowance[key] = self._allowance.get(key, 0.0) + granted
         if have >= need:
             return 0.0
         wait = max(wait, 1.0)
-        self._blocked_until[(who, kind)] = self.clock() + wait
+        self._blocked_until[key] = self.clock() + wait
         return wait
 
     async def admit_shared(self, who: str, estimated_tokens: int, rpm: int | None, tpm: int | None) -> None:

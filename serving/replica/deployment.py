@@ -91,6 +91,7 @@ class EngineReplica:
             model=str(self.settings.model.served_name),
             engine=self.settings.engine.kind.value,
             reasoning_field=self.instance.engine.reasoning_field,
+            abort_needs_stream=self.instance.engine.abort_needs_stream,
             capacity=float(resolved_max_running(self.settings)),
             load=self._load,
             draining=self._draining,

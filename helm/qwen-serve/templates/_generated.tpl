@@ -33,6 +33,8 @@ proxy: []
 {{/* Defaults of the settings the templates read (serving/config/settings.py). */}}
 {{- define "qwen-serve.settingDefaults" -}}
 gateway:
+  api_keys:
+    reload_s: 10.0
   ingress: haproxy
   port: 8000
 ray:

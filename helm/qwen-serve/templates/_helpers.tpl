@@ -103,8 +103,18 @@ the Serve application at deploy time with the same field-naming message as
 {{- if and .Values.modelCache.enabled .Values.modelCache.download.enabled (not .Values.modelCache.download.command) (not (include "qwen-serve.modelRepo" .)) }}
 {{- fail "modelCache.download: no Hugging Face repo for this model; set modelCache.download.repo or disable the download" }}
 {{- end }}
-{{- if and .Values.secrets.existingSecret (or .Values.secrets.apiKeys .Values.secrets.hfToken) }}
-{{- fail "secrets: apiKeys/hfToken are ignored with existingSecret; put them in that Secret instead" }}
+{{- if and .Values.secrets.existingSecret (or .Values.secrets.apiKeys .Values.secrets.tenants .Values.secrets.hfToken) }}
+{{- fail "secrets: apiKeys/tenants/hfToken are ignored with existingSecret; put them in that Secret instead" }}
+{{- end }}
+{{- if and .Values.secrets.apiKeys .Values.secrets.tenants }}
+{{- fail "secrets: give apiKeys or tenants, not both; with tenants, put each plain key's digest (printf %s \"$KEY\" | sha256sum) in a tenant's keys" }}
+{{- end }}
+{{- $tenantNames := list }}
+{{- range .Values.secrets.tenants }}
+{{- if has .name $tenantNames }}
+{{- fail (printf "secrets.tenants: name %q is used twice" .name) }}
+{{- end }}
+{{- $tenantNames = append $tenantNames .name }}
 {{- end }}
 {{- end }}
 

@@ -17,7 +17,7 @@ import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 
 from serving.config import Settings, load_settings
-from serving.engines import plan_instance
+from serving.engines import get_engine, plan_instance
 from serving.engines.llamacpp import DEFAULT_BINARY
 from serving.gateway import create_app
 from serving.registry import Endpoint, StaticEndpoints
@@ -35,7 +35,9 @@ class EngineProc:
     settings: Settings
 
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.name, self.url, str(self.settings.model.served_name), self.settings.engine.kind.value)
+        kind = self.settings.engine.kind
+        return Endpoint(self.name, self.url, str(self.settings.model.served_name), kind.value,
+                        abort_needs_stream=get_engine(kind).abort_needs_stream)  # fmt: skip
 
 
 def _wait_healthy(e: EngineProc, timeout_s: float) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import time
+
 import httpx
 import openai
 import pytest
@@ -117,3 +121,52 @@ def test_client_disconnect_aborts_llamacpp_generation(llama, gw):
     wait_until(lambda: processing() == 0, 10, "llama-server to abort the request")
     text = httpx.get(gw.url + "/metrics").text
     assert 'qwen_serve_client_disconnects_total{model="smollm2-135m"} 1.0' in text
+
+
+def test_whole_answer_is_llamacpps_own_answer(llama, gw):
+    """A non-streamed request to llama.cpp is streamed from it and assembled: the client gets the
+    object llama-server itself answers (same text, finish reason, token counts, logprobs)."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12,
+            "temperature": 0, "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    own = httpx.post(llama.url + "/v1/chat/completions", json=body, timeout=60).json()
+    ours = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert ours["object"] == "chat.completion"
+    assert ours["choices"][0]["message"] == own["choices"][0]["message"]
+    assert ours["choices"][0]["finish_reason"] == own["choices"][0]["finish_reason"]
+    tokens = [(t["token"], t["top_logprobs"][0]["token"]) for t in ours["choices"][0]["logprobs"]["content"]]
+    assert tokens == [(t["token"], t["top_logprobs"][0]["token"]) for t in own["choices"][0]["logprobs"]["content"]]
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert ours["usage"][key] == own["usage"][key]
+    assert set(own) - {"id"} <= set(ours)  # llama.cpp's extras (timings, system_fingerprint) kept
+    done = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}
+    own_c = httpx.post(llama.url + "/v1/completions", json=done, timeout=60).json()
+    ours_c = httpx.post(gw.url + "/v1/completions", json=done, timeout=60).json()
+    assert ours_c["object"] == "text_completion"
+    assert ours_c["choices"][0]["text"] == own_c["choices"][0]["text"]
+    assert ours_c["usage"]["completion_tokens"] == own_c["usage"]["completion_tokens"]
+
+
+def test_client_leaving_a_whole_answer_frees_the_llamacpp_slot(llama, gw):
+    """A non-streamed request whose client leaves frees its llama.cpp slot within 1 s, while other
+    traffic (here: this test's /metrics polls every 0.1 s) keeps llama-server's own non-streamed
+    wait from ever noticing the closed connection."""
+    engine = get_engine("llamacpp")
+
+    def processing() -> float:
+        return engine.parse_load(httpx.get(llama.url + "/metrics", timeout=5).text).running
+
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Tell a long story."}],
+                       "max_tokens": 3000, "ignore_eos": True}).encode()  # fmt: skip
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:  # a client that sends and never reads
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        wait_until(lambda: processing() >= 1, 30, "llama-server to report the request processing")
+        time.sleep(1.0)  # generating, as the other requests' traffic goes on
+    left = time.perf_counter()
+    wait_until(lambda: processing() == 0, 10, "llama-server to free the slot")
+    freed_s = time.perf_counter() - left
+    print(f"\nllama.cpp non-streamed, client left: slot free {freed_s:.2f} s after the close")
+    assert freed_s < 1.0
+    counted = 'qwen_serve_client_disconnects_total{model="smollm2-135m"} 1.0'
+    wait_until(lambda: counted in httpx.get(gw.url + "/metrics").text, 5, "the gateway to count the disconnect")

@@ -49,6 +49,65 @@ BAD: list[tuple[str, dict[str, Any], list[str]]] = [
         ['workerGroups: name "a" is used twice'],
     ),
     ("short API key", {"secrets": {"apiKeys": ["short"]}}, ["/secrets/apiKeys/0", "minLength"]),
+    (
+        "a plain key as a tenant's key",
+        {"secrets": {"tenants": [{"name": "acme", "keys": ["sk-acme-0123456789abcdef"]}]}},
+        ["/secrets/tenants/0/keys/0", "pattern"],
+    ),
+    (
+        "unknown tenant field",
+        {
+            "secrets": {
+                "tenants": [
+                    {
+                        "name": "acme",
+                        "colour": "red",
+                        "keys": ["0000000000000000000000000000000000000000000000000000000000000000"],
+                    }
+                ]
+            }
+        },
+        ["/secrets/tenants/0", "'colour' not allowed"],
+    ),
+    (
+        "tenant priority",
+        {
+            "secrets": {
+                "tenants": [
+                    {
+                        "name": "acme",
+                        "priority": "urgent",
+                        "keys": ["0000000000000000000000000000000000000000000000000000000000000000"],
+                    }
+                ]
+            }
+        },
+        ["/secrets/tenants/0/priority", "interactive"],
+    ),
+    (
+        "tenants and plain keys",
+        {
+            "secrets": {
+                "apiKeys": ["sk-0123456789abcdef"],
+                "tenants": [
+                    {"name": "a", "keys": ["0000000000000000000000000000000000000000000000000000000000000000"]}
+                ],
+            }
+        },
+        ["give apiKeys or tenants, not both", "sha256sum"],
+    ),
+    (
+        "duplicate tenant names",
+        {
+            "secrets": {
+                "tenants": [
+                    {"name": "a", "keys": ["0000000000000000000000000000000000000000000000000000000000000000"]},
+                    {"name": "a", "keys": ["0000000000000000000000000000000000000000000000000000000000000000"]},
+                ]
+            }
+        },
+        ['secrets.tenants: name "a" is used twice'],
+    ),
     ("service type", {"service": {"type": "External"}}, ["/service/type"]),
     ("bad quantity", {"modelCache": {"size": "lots"}}, ["/modelCache/size"]),
     ("ingress without host", {"ingress": {"enabled": True, "host": ""}}, ["ingress.host"]),

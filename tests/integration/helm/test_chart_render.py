@@ -248,3 +248,46 @@ def test_every_ray_container_gets_the_ingress_env_the_settings_choose(ingress: s
         env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
         got = {k: v for k, v in env.items() if k.startswith("RAY_SERVE_ENABLE_") or k.startswith("RAY_SERVE_RUN_")}
         assert got == expected, ray_container["name"]
+
+
+def test_tenants_render_into_the_secret_as_the_tenants_file_the_gateway_reads() -> None:
+    from serving.gateway.auth import Priority, digest, parse_tenants
+
+    acme, nightly = digest("sk-acme-0123456789abcdef"), digest("sk-nightly-0123456789abcdef")
+    tenants = [
+        {"name": "acme", "weight": 4, "requests_per_min": 600, "keys": [f"sha256:{acme}"]},
+        {"name": "nightly", "priority": "batch", "tokens_per_min": 50000, "keys": [nightly]},
+    ]
+    docs = render({"secrets": {"tenants": tenants}})
+    text = _one(docs, "Secret")["stringData"]["api-keys"]
+    got = parse_tenants(text, "the chart's Secret")
+    assert (got[acme].name, got[acme].weight, got[acme].requests_per_min) == ("acme", 4.0, 600)
+    assert (got[nightly].name, got[nightly].priority, got[nightly].tokens_per_min) == (
+        "nightly",
+        Priority.BATCH,
+        50000,
+    )
+    # the file the gateway reads is the one the Secret's key is mounted as
+    ray = _one(docs, "RayService")
+    head = ray["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    items = next(v for v in head["volumes"] if v["name"] == "secrets")["secret"]["items"]
+    assert items == [{"key": "api-keys", "path": "api-keys"}]
+
+
+def test_notes_explain_rotation_and_key_digests() -> None:
+    import helm_python as helm
+
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(
+            values={"settings": {"gateway": {"api_keys": {"reload_s": 7}}}}, name="qwen", namespace="llm"
+        )
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert 'printf %s "$API_KEY" | sha256sum' in notes
+    assert "reload_s (7 s)" in notes  # the setting as given …
+    assert "qwen-qwen-serve-credentials" in notes
+    with helm.Chart.load(CHART) as chart:
+        default = next(
+            v for k, v in chart.render(values={}, name="q", namespace="n").items() if k.endswith("NOTES.txt")
+        )
+    reload_s = load_settings(env={}).gateway.api_keys.reload_s
+    assert f"reload_s ({reload_s:g} s)" in default  # … or its default, from the settings (_generated.tpl)

@@ -103,11 +103,12 @@ class Rig:
 
 
 def endpoint(host: str, engine: str = "sglang", model: str = MODEL) -> Endpoint:
-    """The record a replica of ``engine`` would publish (reasoning field included)."""
+    """The record a replica of ``engine`` would publish (its engine facts included)."""
     from serving.engines import get_engine
 
-    field = get_engine(engine).reasoning_field
-    return Endpoint(replica_id=host, url=f"http://{host}:30000", model=model, engine=engine, reasoning_field=field)
+    e = get_engine(engine)
+    return Endpoint(replica_id=host, url=f"http://{host}:30000", model=model, engine=engine,
+                    reasoning_field=e.reasoning_field, abort_needs_stream=e.abort_needs_stream)  # fmt: skip
 
 
 @pytest.fixture

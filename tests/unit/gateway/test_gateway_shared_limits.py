@@ -4,6 +4,7 @@ request); an unreachable actor falls back to the replica's own limits."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -69,3 +70,42 @@ async def test_a_tenants_requests_per_min_hold_across_replicas_with_one_lease_pe
 async def test_an_unreachable_actor_falls_back_to_the_replicas_own_limits():
     replica = limiter(FakeActor(None), Clock(), requests_per_min=3)
     assert await admitted([replica], 5) == 3
+
+
+class SlowActor(FakeActor):
+    """Each lease answers only after the event loop has run other requests (a real round trip)."""
+
+    def __init__(self, state: SharedBuckets) -> None:
+        super().__init__(state)
+        self.calls = 0
+
+    def remote(self, *args: Any) -> Any:
+        async def call() -> Any:
+            self.calls += 1
+            await asyncio.sleep(0.01)
+            assert self.state is not None
+            return self.state.lease(*args)
+
+        return call()
+
+
+async def test_concurrent_requests_of_one_replica_lose_no_leased_capacity():
+    """Requests arriving together while a lease is on its way: every unit the actor granted is
+    spent or still held by the replica (none overwritten), and one lease serves them all."""
+    clock = Clock()
+    state = SharedBuckets(clock)
+    actor = SlowActor(state)
+    lim = limiter(actor, clock, requests_per_min=100, lease_fraction=0.2)  # blocks of 20
+
+    async def one() -> bool:
+        try:
+            await lim.admit_shared("tenant:t", 1, None, None)
+            return True
+        except ApiError:
+            return False
+
+    results = await asyncio.gather(*(one() for _ in range(10)))
+    assert all(results)
+    assert actor.calls == 1
+    granted = 100 - state._buckets[("tenant:t", "req")].level
+    assert granted == sum(results) + lim._allowance[("tenant:t", "req")]
