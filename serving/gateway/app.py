@@ -236,7 +236,7 @@ class Gateway:
         if self.ledger.in_flight >= self.limits.max_in_flight:
             raise ApiError(503, "gateway at capacity", code="overloaded", retry_after_s=1)
         estimate = estimate_prompt_tokens(len(raw) - images.payload_bytes) + images.tokens
-        tenant = self.keys.tenant(who)
+        tenant = self.keys.tenant(who, incoming.client)
         await self.ledger.admit(tenant, estimate)
 
         thinking = apply_presets(body, self.settings, chat=chat)

@@ -57,12 +57,13 @@ class Incoming:
     """What the generation path reads from an ASGI scope: the route path and the headers (the
     first value of each, names in lower-case bytes as ASGI gives them)."""
 
-    __slots__ = ("entered", "headers", "model", "path", "request_id", "responding")
+    __slots__ = ("client", "entered", "headers", "model", "path", "request_id", "responding")
 
-    def __init__(self, path: str, headers: dict[bytes, bytes], request_id: str) -> None:
+    def __init__(self, path: str, headers: dict[bytes, bytes], request_id: str, client: str | None = None) -> None:
         self.path = path
         self.headers = headers
         self.request_id = request_id
+        self.client = client  # the peer's address as the server resolved it (proxy headers included)
         self.model: str | None = None
         self.entered = False  # a ledger entry exists: it records the outcome, errors included
         self.responding = False  # the response has begun (or is about to): no error response any more
@@ -73,7 +74,8 @@ class Incoming:
         for k, v in scope["headers"]:
             if k not in headers:
                 headers[k] = v
-        return cls(route_path(scope), headers, request_id)
+        peer = scope.get("client")
+        return cls(route_path(scope), headers, request_id, str(peer[0]) if peer else None)
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)

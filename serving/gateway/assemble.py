@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from serving.gateway.asgi import dumps, loads
-from serving.gateway.engine_client import EngineConnectionError
+from serving.gateway.engine_client import WIRE_ERRORS
 from serving.gateway.errors import ApiError, from_upstream
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ async def whole_answer(upstream: Upstream, *, chat: bool) -> bytes:
     try:
         async for chunk in upstream.chunks:
             asm.feed(chunk)
-    except EngineConnectionError as exc:
+    except WIRE_ERRORS as exc:
         raise ApiError(502, f"engine stream broke before the answer was complete: {exc}",
                        code="engine_stream_error") from None  # fmt: skip
     return asm.answer()

@@ -6,7 +6,7 @@ limits; see :func:`parse_tenants`) or one key per line, ``#`` comments. The file
 changes (a rotated Kubernetes Secret swaps a symlink). Only SHA-256 digests are kept in memory and
 compared with ``hmac.compare_digest``. Auth is on when any key or a file is configured, or
 ``api_keys.required`` is set. Limits are token buckets per tenant (per key digest for plain keys,
-``anonymous`` when auth is off): requests/min and tokens/min; tokens are estimated from the prompt
+each client address when auth is off): requests/min and tokens/min; tokens are estimated from the prompt
 before the request and settled from the engine's usage afterwards.
 """
 
@@ -228,8 +228,12 @@ class KeyStore:
             raise ApiError(401, "invalid API key", code="invalid_api_key")
         return d
 
-    def tenant(self, who: str) -> Tenant:
-        """The tenant of an authenticated digest (``anonymous`` when auth is off)."""
+    def tenant(self, who: str, client: str | None = None) -> Tenant:
+        """The tenant of an authenticated digest. With auth off, each client address is its own
+        rate-limit identity and fair-queuing tenant (``client:<address>``, named ``anonymous``),
+        never one bucket shared by everyone; without an address, ``anonymous``."""
+        if not self.enabled:
+            return Tenant(f"client:{client}", ANONYMOUS.name) if client else ANONYMOUS
         return self._tenants.get(who, ANONYMOUS)
 
 
@@ -258,12 +262,21 @@ class TokenBucket:
 
 
 class RateLimiter:
+    # Identities come and go (client addresses with auth off): past this many buckets, the full
+    # ones — indistinguishable from a new bucket — are dropped.
+    MAX_BUCKETS = 4096
+
     def __init__(self, limits: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.rpm = limits.requests_per_min
         self.tpm = limits.tokens_per_min
         self.clock = clock
         self._req: dict[str, TokenBucket] = {}
         self._tok: dict[str, TokenBucket] = {}
+
+    def _prune(self, buckets: dict[str, TokenBucket]) -> None:
+        if len(buckets) >= self.MAX_BUCKETS:
+            for who in [w for w, b in buckets.items() if b.wait_s(b.capacity) == 0.0]:
+                del buckets[who]
 
     @property
     def enabled(self) -> bool:
@@ -279,11 +292,13 @@ class RateLimiter:
         if rpm is not None:
             rb = self._req.get(who)
             if rb is None or rb.capacity != rpm:
+                self._prune(self._req)
                 rb = self._req[who] = TokenBucket(rpm, self.clock)
             waits.append((rb.wait_s(1), f"requests per minute ({rpm})"))
         if tpm is not None:
             tb = self._tok.get(who)
             if tb is None or tb.capacity != tpm:
+                self._prune(self._tok)
                 tb = self._tok[who] = TokenBucket(tpm, self.clock)
             waits.append((tb.wait_s(estimated_tokens), f"tokens per minute ({tpm})"))
         wait, what = max(waits, default=(0.0, ""))

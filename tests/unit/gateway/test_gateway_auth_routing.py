@@ -149,3 +149,38 @@ async def test_gateway_routes_a_conversation_to_one_engine(make_rig):
         assert r.status_code == 200
         msgs = [*msgs, {"role": "assistant", "content": "ok"}, {"role": "user", "content": f"more {turn}"}]
     assert sorted([len(a.requests), len(b.requests)]) == [0, 4]
+
+
+async def test_with_auth_off_each_client_address_has_its_own_limits(make_rig):
+    """No keys: limits apply per client address, never to one bucket everybody shares."""
+    import httpx
+
+    rig = await make_rig({"gateway": {"limits": {"requests_per_min": 2}}})
+
+    def client_at(host: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=rig.app, client=(host, 5000)), base_url="http://g")
+
+    async with client_at("10.0.0.1") as a, client_at("10.0.0.2") as b:
+        first = [(await a.post("/v1/chat/completions", json=BODY)).status_code for _ in range(3)]
+        other = [(await b.post("/v1/chat/completions", json=BODY)).status_code for _ in range(2)]
+    assert first == [200, 200, 429]  # the limit holds for one address
+    assert other == [200, 200]  # and a second address is not charged for the first's requests
+
+
+def test_limit_buckets_of_departed_identities_are_dropped_when_full():
+    """Client addresses come and go: the bucket table stays bounded, and only buckets that are
+    full again (the same as a new one) are dropped."""
+    now = [0.0]
+    limits = load_settings(overrides={"gateway": {"limits": {"requests_per_min": 60}}}, env={}).gateway.limits
+    rl = RateLimiter(limits, clock=lambda: now[0])
+    rl.MAX_BUCKETS = 8
+    for i in range(8):
+        rl.admit(f"client:{i}", 1)
+    now[0] = 2.0  # everyone's bucket has refilled its one request
+    rl.admit("client:busy", 1)
+    assert set(rl._req) == {"client:busy"}
+    for i in range(7):
+        rl.admit(f"client:new{i}", 1)
+    rl.admit("client:late", 1)  # the table is full again and nobody has refilled: nothing dropped
+    assert "client:busy" in rl._req
+    assert len(rl._req) == 9
