@@ -98,7 +98,8 @@ class TimingModel:
         self.bytes_per_param = self.weights_total / p.total_params
         self.fp8 = d.quantization == "fp8" or p.quantization == "fp8"
         self.peak = (self.gpu.fp8_flops if self.fp8 else self.gpu.bf16_flops) * d.tp
-        self.bw = self.gpu.hbm_bandwidth_bytes_s * dict(cal.hbm_efficiency_by_gpu).get(GpuType(d.gpu).value, cal.hbm_efficiency)
+        hbm_share = dict(cal.hbm_efficiency_by_gpu).get(GpuType(d.gpu).value, cal.hbm_efficiency)
+        self.bw = self.gpu.hbm_bandwidth_bytes_s * hbm_share
         # what a decode step streams block-FP8 weights at (dequantizing GEMMs at a small batch)
         self.weight_bw = self.bw * (cal.fp8_weight_efficiency if self.fp8 else 1.0)
         self.kv_per_token = kv_bytes_per_token(p, d.kv_cache_dtype) // (min(d.tp, p.kv_heads) * d.pp)

@@ -302,7 +302,7 @@ def _with_knob(cal: Calibration, name: str, value: float) -> Calibration:
     if name.startswith("gpu:"):
         per = dict(cal.hbm_efficiency_by_gpu) | {name[4:]: value}
         return replace(cal, hbm_efficiency_by_gpu=tuple(sorted(per.items())))
-    return replace(cal, **{name: value})
+    return replace(cal, **{name: value})  # type: ignore[arg-type]  # a float field, by FIT_KNOBS
 
 
 def fit_calibration(
