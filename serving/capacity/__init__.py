@@ -23,6 +23,15 @@ are expected to still need; when decoding then runs out of pool, the newest requ
 That bound — state slots and token pool — is the default here; reserving the full context (or
 ``kv_tokens_per_request``) for every running request is the opt-in ``reserve`` mode: no retraction
 ever, at the price of far fewer running requests.
+
+What else comes off the static budget before the pools (SGLang 0.5.23, ``kv_cache_configurator.py``
+``_profile_available_bytes``: the budget is what is free after loading *everything*): the MTP draft
+worker's own layer with speculative decoding (it shares the target's embedding and LM head:
+``qwen3_5_mtp.py``), and ``SGLANG_VLM_CACHE_SIZE_MB`` (100 MiB) for a multimodal model.
+
+When the operator sets no ``--mem-fraction-static`` (a published benchmark), SGLang derives it
+(``arg_groups/memory_hook.py``): :func:`sglang_default_mem_fraction`, with the GPU-memory defaults
+of ``--chunked-prefill-size`` and the decode CUDA-graph batch (:func:`sglang_memory_defaults`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ STATE_SLOTS_BASE = 3  # SGLang: MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO (rad
 STATE_SLOTS_EXTRA = {"extra_buffer": 2, "auto": 2, "extra_buffer_lazy": 1, "no_buffer": 0}
 NEW_TOKEN_RATIO = 0.7  # SGLang's initial new_token_ratio: share of max_tokens still expected
 DEFAULT_MAX_RUNNING_CAP = 256  # the launch plan's ceiling: SGLang's largest CUDA-graph batch by default
+MIB = 1 << 20
+VLM_CACHE_BYTES = 100 * MIB  # SGLANG_VLM_CACHE_SIZE_MB's default, reserved out of a multimodal model's pools
 
 
 def kv_bytes_per_token(preset: ModelPreset, kv_cache_dtype: str) -> int:
@@ -49,6 +60,57 @@ def weight_bytes(preset: ModelPreset, quantization: str | None) -> int:
     if quantization == "fp8" and preset.quantization is None:
         return preset.weight_bytes // 2  # online FP8 of a bf16 checkpoint
     return preset.weight_bytes
+
+
+def draft_weight_bytes(preset: ModelPreset, quantization: str | None) -> int:
+    """The MTP draft worker's own weights: its one decoder layer (estimated as one layer's share of
+    the checkpoint; embedding and LM head are the target's, shared)."""
+    return weight_bytes(preset, quantization) // max(preset.layers, 1) if preset.has_mtp else 0
+
+
+@dataclass(frozen=True)
+class MemoryDefaults:
+    """What SGLang picks from the GPU's memory when the operator sets nothing."""
+
+    chunked_prefill_size: int  # --chunked-prefill-size
+    cuda_graph_max_bs: int  # the decode CUDA graphs' largest batch
+    mem_fraction: float  # --mem-fraction-static
+
+
+def sglang_memory_defaults(preset: ModelPreset, gpu: GpuType, tp: int = 1, pp: int = 1) -> MemoryDefaults:
+    """SGLang 0.5.23's ``handle_gpu_memory_settings``: chunked prefill 2k/4k/8k/16k and decode graphs
+    by GPU memory, then ``mem_fraction_static = (memory − reserved) ÷ memory`` with reserved =
+    512 MiB + 1.5 MiB × chunk tokens + TP×PP/8 GiB + 2 MiB × graph batch (at least 10 GiB above
+    60 GiB), shrunk for a multimodal model by SGLang's ViT-size factor (``adjust_mem_fraction_for_vlm``:
+    0.95 × (1 − 0.1 × (24 × h² ÷ (24 × 1024²) − 1)), clamped to 0.8–1.05; SGLang reads the ViT's
+    ``num_hidden_layers``, which the Qwen3.5/3.6 vision config names ``depth``, so 24 is used).
+    Not counted: prefill CUDA-graph buffers (8 MiB per captured size when that graph is enabled)."""
+    from serving.config.hardware import GPU_PROFILES
+
+    mem_mib = GPU_PROFILES[gpu].memory_bytes / MIB
+    gib = 1024
+    if mem_mib < 20 * gib:
+        chunk, graph_bs = 2048, 8
+    elif mem_mib < 35 * gib:
+        chunk, graph_bs = 4096, 48 if tp < 4 else 160
+    elif mem_mib < 60 * gib:
+        chunk, graph_bs = 4096, 32 if tp < 4 else 160
+    elif mem_mib < 160 * gib:
+        chunk, graph_bs = 8192, 256 if tp < 4 else 512
+    else:
+        chunk, graph_bs = 16384, 512
+    reserved = 512 + max(chunk, 2048) * 1.5 + tp * pp / 8 * 1024 + 2 * graph_bs
+    if mem_mib > 60 * gib:
+        reserved = max(reserved, 10 * gib)
+    fraction = round((mem_mib - reserved) / mem_mib, 3)
+    if preset.vision_hidden_size:
+        complexity = preset.vision_hidden_size**2 / 1024**2
+        fraction *= 0.95 * max(0.8, min(1.05, 1.0 - 0.1 * (complexity - 1.0)))
+    return MemoryDefaults(chunk, graph_bs, fraction)
+
+
+def sglang_default_mem_fraction(preset: ModelPreset, gpu: GpuType, tp: int = 1, pp: int = 1) -> float:
+    return sglang_memory_defaults(preset, gpu, tp, pp).mem_fraction
 
 
 @dataclass(frozen=True)
@@ -78,7 +140,7 @@ class Layout:
 @dataclass(frozen=True)
 class Capacity:
     budget_bytes: int
-    weights_bytes: int
+    weights_bytes: int  # target + MTP draft layer, on one GPU (+ the multimodal cache reservation)
     state_bytes: int  # one state slot on one GPU
     state_slots: int  # K, the state pool's slots (0 for models without recurrent state)
     slots_per_request: int
@@ -113,6 +175,10 @@ def capacity(layout: Layout, max_running: int | None = None) -> Capacity:
     L, p = layout, layout.preset
     budget = int(GPU_PROFILES[L.gpu].memory_bytes * L.mem_fraction)
     weights = weight_bytes(p, L.quantization) // L.shards
+    if L.spec:
+        weights += draft_weight_bytes(p, L.quantization) // L.shards
+    if p.vision_hidden_size:
+        weights += VLM_CACHE_BYTES
     room = max(0, budget - weights)
     kv_heads_split = min(L.tp, p.kv_heads) * L.pp
     kv = kv_bytes_per_token(p, L.kv_cache_dtype) // kv_heads_split

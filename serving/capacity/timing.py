@@ -22,6 +22,9 @@ retraction: ``scheduler.py``.
 from __future__ import annotations
 
 import math
+import random
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from serving.capacity import Capacity, Layout, capacity, kv_bytes_per_token, weight_bytes
@@ -35,13 +38,21 @@ MOE_TOP_K = 8
 
 @dataclass(frozen=True)
 class Calibration:
-    """Efficiency constants, fitted once against the published cells (see ``report.py``)."""
+    """Efficiency constants, chosen against the *fit* cells only (``report.py`` names the sets)."""
 
-    hbm_efficiency: float = 0.85
-    prefill_mfu: float = 0.60
+    hbm_efficiency: float = 0.92  # share of the HBM bandwidth a decode step achieves (Hopper; at its cap)
+    # Per GPU where the share differs (GpuType value → share): SGLang's kernels for this hybrid model
+    # reach far less of Blackwell's 8 TB/s (fitted on the fit set's one B200 cell).
+    hbm_efficiency_by_gpu: tuple[tuple[str, float], ...] = (("b200", 0.549),)
+    prefill_mfu: float = 0.63
     # Block-wise FP8 GEMMs (per-block scales) reach a far smaller share of the FP8 peak than bf16
-    # GEMMs of the bf16 peak: fitted to the H200 FP8 cells.
-    prefill_mfu_fp8: float = 0.36
+    # GEMMs of the bf16 peak.
+    prefill_mfu_fp8: float = 0.436
+    # A decode step streams block-FP8 weights at this share of the bandwidth bf16 weights get
+    # (per-block dequantization in small-batch GEMMs): fitted on SGLang PR 34307's batch-1 cells.
+    fp8_weight_efficiency: float = 0.84
+    # MoE prefill (grouped expert GEMMs, routing) reaches this share of the dense prefill MFU.
+    moe_prefill_efficiency: float = 0.647
     decode_mfu: float = 0.45
     layer_overhead_s: float = 6e-6
     moe_layer_overhead_s: float = 45e-6
@@ -87,7 +98,10 @@ class TimingModel:
         self.bytes_per_param = self.weights_total / p.total_params
         self.fp8 = d.quantization == "fp8" or p.quantization == "fp8"
         self.peak = (self.gpu.fp8_flops if self.fp8 else self.gpu.bf16_flops) * d.tp
-        self.bw = self.gpu.hbm_bandwidth_bytes_s * cal.hbm_efficiency
+        hbm_share = dict(cal.hbm_efficiency_by_gpu).get(GpuType(d.gpu).value, cal.hbm_efficiency)
+        self.bw = self.gpu.hbm_bandwidth_bytes_s * hbm_share
+        # what a decode step streams block-FP8 weights at (dequantizing GEMMs at a small batch)
+        self.weight_bw = self.bw * (cal.fp8_weight_efficiency if self.fp8 else 1.0)
         self.kv_per_token = kv_bytes_per_token(p, d.kv_cache_dtype) // (min(d.tp, p.kv_heads) * d.pp)
         self.spec = d.draft_tokens is not None and d.draft_tokens > 1
         # The MTP layer keeps its own KV pool of the same size: one more full-attention layer.
@@ -103,6 +117,35 @@ class TimingModel:
         per_layer = cal.moe_layer_overhead_s if self.moe else cal.layer_overhead_s
         self.launch_s = p.layers * per_layer
         self.accept = min(d.accept_length, float(d.draft_tokens or 1)) if self.spec else 1.0
+        mfu = cal.prefill_mfu_fp8 if self.fp8 else cal.prefill_mfu
+        self.prefill_mfu = mfu * (cal.moe_prefill_efficiency if self.moe else 1.0)
+
+    def accept_sampler(self, rng: random.Random, spread: float = 0.0) -> Callable[[object], int]:
+        """Tokens one request gets from one verify step, drawn as speculative decoding yields them:
+        each draft position is accepted with probability ``a`` while the ones before it were (the
+        step's own token always counts), ``a`` chosen so the mean is ``accept_length``. With
+        ``spread``, each request keeps its own ``a`` (× a uniform factor in 1 ± spread): how well the
+        draft guesses depends on the text, so some requests accept more all along."""
+        draft = int(self.d.draft_tokens or 1)
+        if not self.spec or draft <= 1:
+            return lambda _r: 1
+        lo, hi = 0.0, 1.0
+        for _ in range(60):  # 1 + a + a² + … + a^(draft−1) = accept, increasing in a
+            a = (lo + hi) / 2
+            lo, hi = (a, hi) if sum(a**i for i in range(draft)) < self.accept else (lo, a)
+        mean_a = (lo + hi) / 2
+        own: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+        def draw(r: object) -> int:
+            a = own.get(r)
+            if a is None:
+                a = own[r] = min(0.999, mean_a * (1 + spread * (2 * rng.random() - 1)))
+            k = 1
+            while k < draft and rng.random() < a:
+                k += 1
+            return k
+
+        return draw
 
     # ---- capacity ----------------------------------------------------------------------------
     def capacity(self) -> Capacity:
@@ -143,15 +186,20 @@ class TimingModel:
 
     def prefill_s(self, new_tokens: int, cached_tokens: int = 0) -> float:
         """One prefill pass over ``new_tokens`` after ``cached_tokens`` already in the cache."""
-        if new_tokens <= 0:
+        return self.prefill_batch_s([(new_tokens, cached_tokens)])
+
+    def prefill_batch_s(self, chunks: list[tuple[int, int]]) -> float:
+        """One prefill pass over several requests' chunks: (new tokens, tokens already cached) each;
+        causal attention is per request (each chunk attends to its own cache and itself)."""
+        new = sum(n for n, _ in chunks)
+        if new <= 0:
             return 0.0
         p = self.d.preset
-        flops = 2 * p.active_params * new_tokens + self.attn_flops_per_pair * new_tokens * (
-            cached_tokens + new_tokens / 2
-        )
-        compute = flops / (self.peak * (self.cal.prefill_mfu_fp8 if self.fp8 else self.cal.prefill_mfu))
-        memory = (self.weight_bytes_touched(new_tokens) + cached_tokens * self.kv_per_token) / self.bw
-        return max(compute, memory) + self.launch_s + self._comm_s(new_tokens)
+        pairs = sum(n * (c + n / 2) for n, c in chunks)
+        flops = 2 * p.active_params * new + self.attn_flops_per_pair * pairs
+        compute = flops / (self.peak * self.prefill_mfu)
+        memory = (self.weight_bytes_touched(new) + sum(c for _, c in chunks) * self.kv_per_token) / self.bw
+        return max(compute, memory) + self.launch_s + self._comm_s(new)
 
     def forward_s(self, batch: int, total_context: int, q: int = 1) -> float:
         """One decode/verify pass: ``batch`` requests, ``q`` query tokens each, ``total_context``
@@ -160,15 +208,22 @@ class TimingModel:
             return 0.0
         p = self.d.preset
         tokens = batch * q
-        bytes_ = self.weight_bytes_touched(tokens) + total_context * self.kv_per_token + 2 * batch * self.state
+        # recurrent state: read once, written once per query token (a verify step keeps the state
+        # after every draft position, SGLang's intermediate states, to roll back to the accepted one)
+        cache_bytes = total_context * self.kv_per_token + (1 + q) * batch * self.state
+        memory = self.weight_bytes_touched(tokens) / self.weight_bw + cache_bytes / self.bw
         flops = 2 * p.active_params * tokens + self.attn_flops_per_pair * q * total_context
-        return max(bytes_ / self.bw, flops / (self.peak * self.cal.decode_mfu)) + self.launch_s + self._comm_s(tokens)
+        return max(memory, flops / (self.peak * self.cal.decode_mfu)) + self.launch_s + self._comm_s(tokens)
 
-    def draft_pass_s(self, batch: int) -> float:
+    def draft_pass_s(self, batch: int, total_context: int = 0) -> float:
+        """One MTP draft pass: its full-attention layer (weights + its own KV of every request's
+        context) and the LM head."""
         p = self.d.preset
         layer_params = self.weight_bytes_touched(batch) / max(p.layers, 1)
-        head = p.vocab_size * p.hidden_size * self.bytes_per_param / self.shards
-        return (layer_params + head) / self.bw + self.cal.draft_overhead_s + self._comm_s(batch) / p.layers
+        head = p.vocab_size * p.hidden_size * 2 / self.shards  # the LM head stays bf16 in FP8 checkpoints
+        kv = total_context * self.kv_per_token / max(p.full_attention_layers, 1)
+        memory = layer_params / self.weight_bw + (head + kv) / self.bw
+        return memory + self.cal.draft_overhead_s + self._comm_s(batch) / p.layers
 
     def decode_step_s(self, batch: int, total_context: int) -> float:
         """Wall time of one decode step of the whole batch (with MTP: drafts + one verify)."""
@@ -177,7 +232,7 @@ class TimingModel:
         if not self.spec:
             return self.forward_s(batch, total_context)
         draft = int(self.d.draft_tokens or 1)
-        return (draft - 1) * self.draft_pass_s(batch) + self.forward_s(batch, total_context, q=draft)
+        return (draft - 1) * self.draft_pass_s(batch, total_context) + self.forward_s(batch, total_context, q=draft)
 
     @property
     def tokens_per_step(self) -> float:

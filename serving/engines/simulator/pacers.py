@@ -164,8 +164,8 @@ class ModelPacer(Pacer):
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            for r in batch.requests:
-                if batch.kind == "prefill" and r.admitted_at is not None:
+            for r in batch.admitted:  # a chunked prompt's later passes were counted when admitted
+                if r.admitted_at is not None:
                     self.sim.metrics.queue.observe(r.admitted_at - r.arrival)
                     r.tag.cached = r.cached
             t_end = max(t_end, now) + batch.duration_s * scale

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from serving.capacity import sglang_memory_defaults
 from serving.capacity.timing import Deployment, TimingModel
 from serving.engines.simulator import protocol as P
 from serving.engines.simulator import text as T
@@ -75,7 +76,9 @@ class Simulator:
             self.cache,
             max_running=cap.max_running,
             kv_pool_tokens=cap.kv_pool_tokens,
-            max_prefill_tokens=max(args.chunked_prefill_size or 16384, 1),
+            # SGLang's --chunked-prefill-size, or its default for this GPU's memory (-1: off)
+            chunked_prefill_size=args.chunked_prefill_size
+            or sglang_memory_defaults(self.model.d.preset, args.gpu, args.tp, args.pp).chunked_prefill_size,
         )
         self.pacer: Pacer = PACERS[pacer_kind(args)](self)
         self.metrics = SimMetrics(args.served_model_name, self.gauge_values, lambda: self.scheduler.retracted_total)

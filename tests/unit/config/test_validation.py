@@ -199,13 +199,17 @@ def test_default_max_running_follows_sglang_pools_not_a_full_context_reservation
 
 
 def test_explicit_running_above_the_state_slots_is_refused_with_what_each_choice_costs():
+    from serving.config.validation import settings_fit
+
+    bound = settings_fit(load(parallelism={"tp": 1, "gpu_type": "h100"}), running=None).cap.state_bound
+    assert 1 < bound < 48
     err = refusal(parallelism={"tp": 1, "gpu_type": "h100"}, memory={"max_running_requests": 48})
     text = str(err)
     assert fields(err) == {"memory.max_running_requests"}
     assert "state pool" in text
     assert "KV pool" in text
-    assert "≤ 12 running" in text
-    assert "memory.max_running_requests ≤ 12" in text
+    assert f"≤ {bound} running" in text
+    assert f"memory.max_running_requests ≤ {bound}" in text
     assert "parallelism.tp=2" in text
 
 

@@ -8,7 +8,7 @@ from serving.capacity.timing import Deployment, TimingModel
 from serving.config.hardware import GpuType
 from serving.engines.simulator import text as T
 from serving.engines.simulator.prefix_cache import PrefixCache
-from serving.engines.simulator.scheduler import BatchScheduler, SimRequest
+from serving.engines.simulator.scheduler import Batch, BatchScheduler, SimRequest
 
 pytestmark = pytest.mark.unit
 
@@ -224,3 +224,83 @@ def test_zero_delay_steps_average_the_mtp_acceptance_length(accept: float) -> No
     assert sum(steps) >= n
     assert sum(steps) / len(steps) == pytest.approx(accept, rel=0.01)
     assert set(steps) <= {int(accept), int(accept) + 1}
+
+
+def _drain(s: BatchScheduler, now: float = 0.0) -> list[Batch]:
+    out = []
+    while (batch := s.next_batch(now)) is not None:
+        now += batch.duration_s
+        s.complete(batch, now)
+        out.append(batch)
+    return out
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_before_any_decode() -> None:
+    m = model()
+    s = BatchScheduler(m, PrefixCache(0), max_running=8, kv_pool_tokens=10**6, chunked_prefill_size=4096)
+    long, short = SimRequest(10_000, 3, 10_003), SimRequest(1000, 3, 1003)
+    s.submit(long, 0.0)
+    s.submit(short, 0.0)
+    batches = _drain(s)
+    kinds = [(b.kind, b.tokens) for b in batches[:3]]
+    # 4096 + 4096 of the long prompt, then its last 1808 with the short prompt filling the budget
+    assert kinds == [("prefill", 4096), ("prefill", 4096), ("prefill", 1808 + 1000)]
+    assert batches[3].kind == "decode"
+    first_pass_end = batches[0].duration_s
+    assert long.first_token_at is not None
+    assert long.first_token_at > 2 * first_pass_end  # its first token comes from the last chunk
+    # later chunks attend to the cache: the second 4096 costs more than the first
+    assert batches[1].duration_s > batches[0].duration_s
+    assert long.state == short.state == "done"
+
+
+def test_unchunked_prefill_takes_whole_prompts() -> None:
+    s = BatchScheduler(model(), PrefixCache(0), max_running=8, kv_pool_tokens=10**6, max_prefill_tokens=4096)
+    s.submit(SimRequest(10_000, 1, 10_001), 0.0)
+    b = s.next_batch(0.0)
+    assert b is not None
+    assert b.tokens == 10_000
+
+
+def test_overlap_schedule_sees_a_new_request_one_pass_late_unless_idle() -> None:
+    m = model()
+    s = BatchScheduler(m, PrefixCache(0), max_running=8, kv_pool_tokens=10**6, overlap=True)
+    s.submit(SimRequest(100, 50, 150), 0.0)
+    first = s.next_batch(0.0)  # idle GPU: seen at once
+    assert first is not None
+    assert first.kind == "prefill"
+    now = first.duration_s
+    s.complete(first, now)
+    d1 = s.next_batch(now)
+    assert d1 is not None
+    s.submit(SimRequest(100, 5, 105), now + 1e-6)  # arrives while d1 runs
+    now += d1.duration_s
+    s.complete(d1, now)
+    d2 = s.next_batch(now)  # decided when d1 began: the arrival is not seen yet
+    assert d2 is not None
+    assert d2.kind == "decode"
+    now += d2.duration_s
+    s.complete(d2, now)
+    third = s.next_batch(now)
+    assert third is not None
+    assert third.kind == "prefill"
+
+
+def test_sampled_acceptance_varies_per_step_with_the_configured_mean() -> None:
+    import random
+
+    m = model(draft_tokens=4, accept_length=2.8)
+    draw = m.accept_sampler(random.Random(0))
+    r = SimRequest(1, 1, 1)
+    counts = [draw(r) for _ in range(20_000)]
+    assert set(counts) == {1, 2, 3, 4}
+    assert sum(counts) / len(counts) == pytest.approx(2.8, abs=0.05)
+    assert model().accept_sampler(random.Random(0))(r) == 1  # no speculative decoding: one token
+
+
+def test_verify_step_writes_a_recurrent_state_per_draft_token() -> None:
+    # 16 requests × fp32 state: a 4-token verify writes 4 states each (rollback points), a plain step 1
+    m = model(ssm_dtype="float32")
+    plain, verify = m.forward_s(16, 16 * 8192, q=1), m.forward_s(16, 16 * 8192, q=4)
+    extra_bytes = 3 * 16 * m.state
+    assert verify - plain >= 0.9 * extra_bytes / m.bw
