@@ -262,7 +262,9 @@ class Relay:
         stats = self.rewriter.stats
         if stats.ttft_s is None and TOKEN.search(data):
             stats.ttft_s = now - self.t0
-        if ANSWER.search(data):
+        # reasoning reads carry none of these keys (``"reasoning_content"`` does not contain
+        # ``"content"``): a substring test spares them the regex
+        if (b'"content"' in data or b'"text"' in data or b'"tool_calls"' in data) and ANSWER.search(data):
             stats.ttfa_s = now - self.t0
             if stats.ttft_s is None:
                 stats.ttft_s = stats.ttfa_s
