@@ -34,7 +34,7 @@ def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
 
 def load_values(files: list[Path] | None, chart_dir: Path | None = None) -> dict[str, Any]:
     """The chart's values.yaml with ``files`` layered on top, in order."""
-    from serving.deploy.schema import CHART_DIR
+    from serving.deploy.paths import CHART_DIR
 
     values: dict[str, Any] = {}
     for path in [(chart_dir or CHART_DIR) / "values.yaml", *(files or [])]:
