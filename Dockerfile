@@ -9,6 +9,9 @@ WORKDIR /opt/qwen-serve
 COPY pyproject.toml README.md ./
 COPY serving ./serving
 COPY loadtest ./loadtest
+# serving/deploy/_data links here: the chart and kustomize tree ship inside the package
+COPY helm ./helm
+COPY k8s ./k8s
 RUN pip install --no-cache-dir . \
  && useradd --uid 1000 --create-home --shell /bin/bash ray \
  && mkdir -p /models && chown 1000:1000 /models
@@ -24,6 +27,9 @@ WORKDIR /opt/qwen-serve
 COPY pyproject.toml README.md ./
 COPY serving ./serving
 COPY loadtest ./loadtest
+# serving/deploy/_data links here: the chart and kustomize tree ship inside the package
+COPY helm ./helm
+COPY k8s ./k8s
 RUN pip install --no-cache-dir . \
  && python -c "import vllm, ray; assert vllm.__version__.startswith('0.33.'), vllm.__version__" \
  && (id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --create-home --shell /bin/bash ray) \
@@ -40,6 +46,9 @@ WORKDIR /opt/qwen-serve
 COPY pyproject.toml README.md ./
 COPY serving ./serving
 COPY loadtest ./loadtest
+# serving/deploy/_data links here: the chart and kustomize tree ship inside the package
+COPY helm ./helm
+COPY k8s ./k8s
 COPY scripts ./scripts
 # An image runs on CPUs other than the builder's: the portable configuration (AVX2), smoke-tested.
 RUN pip install --no-cache-dir '.[build]' \

@@ -271,8 +271,9 @@ def plan(
         typer.echo("error: no configuration meets the SLO at this load", err=True)
         raise typer.Exit(1)
     if values_out is not None:
-        chart = Path(__file__).resolve().parents[1] / "helm" / "qwen-serve" / "values.yaml"
-        defaults = yaml.safe_load(chart.read_text(encoding="utf-8")) if chart.is_file() else {}
+        from serving.deploy.paths import CHART_DIR
+
+        defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
         values = helm_values(best, defaults)
         peak = f"{rps:g} req/s" if rps is not None else f"{answer_tps:g} answer tokens/s"
         header = f"# capacity plan ({per}): {best.candidate.label()}, {best.replicas} replicas, {peak} peak\n"
