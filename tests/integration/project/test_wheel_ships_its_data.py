@@ -18,9 +18,20 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-# What the Dockerfile copies into the image before `pip install .`.
-BUILD_CONTEXT = ["pyproject.toml", "README.md", "serving", "loadtest", "helm", "k8s"]
 DATA = "serving/deploy/_data"
+
+
+def build_context() -> list[str]:
+    """What the Dockerfile's ``source`` stage copies for every image's ``pip install .``."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("FROM ") and line.endswith(" AS source"))
+    names: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("FROM "):
+            break
+        if line.startswith("COPY "):
+            names += line.split()[1:-1]
+    return names
 
 
 def _files(top: Path) -> set[str]:
@@ -30,7 +41,9 @@ def _files(top: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
-    for name in BUILD_CONTEXT:
+    context = build_context()
+    assert {"serving", "helm", "k8s"} <= set(context)
+    for name in context:
         path = ROOT / name
         if path.is_dir():
             shutil.copytree(path, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
