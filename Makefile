@@ -49,8 +49,11 @@ prometheus: ## install Debian's prometheus + promtool when missing (the observab
 	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 	elif command -v invoke-rc.d >/dev/null; then $$SUDO invoke-rc.d prometheus stop >/dev/null 2>&1 || true; fi
 
+# The engine finds llama-server on PATH (or engine.binary); in a checkout, the build above comes first.
+LLAMA_PATH := PATH="$(CURDIR)/.cache/llama.cpp/bin:$$PATH"
+
 serve: install llama-server ## run the whole stack locally: Ray + gateway + llama.cpp on SmolLM2 (Ctrl-C stops)
-	$(BIN)/serving serve $(ARGS)
+	$(LLAMA_PATH) $(BIN)/serving serve $(ARGS)
 
 test: install llama-server engine-wheels prometheus lint ## lint, type-check and run every test (unit, integration, e2e)
 	$(PYTEST) -m "unit or integration or e2e" $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from bench.stats import RequestResult
+from loadtest.sse import parse_data_line, split_delta
 
 TOKEN_RE = re.compile(rb'content":\s*"(?!")')  # content or reasoning_content, non-empty
 USAGE_RE = re.compile(rb'"usage":\s*\{')
@@ -107,27 +108,20 @@ async def stream_once(
 
 
 def _decode_event(ev: bytes, text: list[str], usage: dict[str, Any] | None = None) -> int:
-    line = ev.strip()
-    if not line.startswith(b"data:"):
+    """1 when the event carries a token (reasoning or answer), else 0; the answer text goes to
+    ``text`` and any usage to ``usage``. Parsed by the load tester's SSE reader."""
+    data = parse_data_line(ev)
+    if data is None or data.done or data.malformed is not None:
         return 0
-    data = line[5:].strip()
-    if data == b"[DONE]":
-        return 0
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return 0
-    if usage is not None and isinstance(obj.get("usage"), dict):
-        usage.update(obj["usage"])
+    if usage is not None and isinstance(data.obj.get("usage"), dict):
+        usage.update(data.obj["usage"])
     n = 0
-    for choice in obj.get("choices") or []:
-        delta = choice.get("delta") or {}
-        for key in ("reasoning_content", "content"):
-            piece = delta.get(key)
-            if piece:
-                n = 1
-                if key == "content":
-                    text.append(piece)
+    for choice in data.obj.get("choices") or []:
+        reasoning, answer = split_delta(choice.get("delta") or {})
+        if reasoning or answer:
+            n = 1
+        if answer:
+            text.append(answer)
     return n
 
 

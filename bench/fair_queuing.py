@@ -12,7 +12,6 @@ writes ``bench/results/fair_queuing.json``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -20,9 +19,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 from bench.servers import engine_health_url, engine_proc
 from serving.config import load_settings
@@ -127,15 +127,19 @@ async def run(seconds: float, light_users: int, factor: int) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--light", type=int, default=2, help="concurrent streams of the light interactive tenant")
-    ap.add_argument("--batch-factor", type=int, default=10, help="batch tenant's streams = this × light's")
-    a = ap.parse_args()
-    out = asyncio.run(run(a.seconds, a.light, a.batch_factor))
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@app.command()
+def main(
+    seconds: Annotated[float, typer.Option()] = 30.0,
+    light: Annotated[int, typer.Option(help="concurrent streams of the light interactive tenant")] = 2,
+    batch_factor: Annotated[int, typer.Option(help="batch tenant's streams = this × light's")] = 10,
+) -> None:
+    """A light interactive tenant beside a heavy batch tenant: FIFO vs fair queuing at the gateway."""
+    out = asyncio.run(run(seconds, light, batch_factor))
     out["setup"] = {"engine": "simulator, timing model, qwen3.6-27b on h100 tp=8", "max_running": MAX_RUNNING,
-                    "light_streams": a.light, "batch_streams": a.light * a.batch_factor, "seconds": a.seconds,
+                    "light_streams": light, "batch_streams": light * batch_factor, "seconds": seconds,
                     "prompt_chars": len(PROMPT), "max_tokens": MAX_TOKENS}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fair_queuing.json").write_text(json.dumps(out, indent=2))
@@ -151,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app()

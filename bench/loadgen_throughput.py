@@ -10,7 +10,6 @@ simulator sharing the machine does not flatter or penalise the figure. Goal: ≥
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -18,8 +17,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from serving.cli.errors import FAILED, fail
 from serving.config import load_settings
 from serving.engines import plan_instance
 
@@ -27,13 +31,26 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL = 10_000
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--duration", type=float, default=15.0)
-    ap.add_argument("--output-tokens", type=int, default=2000)
-    ap.add_argument("--port", type=int, default=18931)
-    a = ap.parse_args()
+@dataclass(frozen=True)
+class Args:
+    concurrency: int
+    duration: float
+    output_tokens: int
+    port: int
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@app.command()
+def main(
+    concurrency: Annotated[int, typer.Option()] = 32,
+    duration: Annotated[float, typer.Option()] = 15.0,
+    output_tokens: Annotated[int, typer.Option()] = 2000,
+    port: Annotated[int, typer.Option()] = 18931,
+) -> None:
+    """Streamed tokens/s per Locust core against the zero-delay simulator."""
+    a = Args(concurrency, duration, output_tokens, port)
     overrides = {
         "engine": {"kind": "simulator", "simulator": {"zero_delay": True}},
         "model": {"preset": "qwen3.6-35b-a3b-fp8"},
@@ -54,7 +71,7 @@ def main() -> None:
                 break
             except OSError:
                 if time.monotonic() > deadline or sim.poll() is not None:
-                    sys.exit("simulator did not start")
+                    fail("simulator did not start", FAILED)
                 time.sleep(0.3)
         with tempfile.TemporaryDirectory() as tmp:
             sc = Path(tmp) / "long.yaml"
@@ -76,7 +93,7 @@ def main() -> None:
         sim.wait(10)
     p = rep["points"][0]
     if p["errors"] or not p["requests"]:
-        sys.exit(f"load generator saw {p['errors']} errors in {p['requests']} requests")
+        fail(f"load generator saw {p['errors']} errors in {p['requests']} requests", FAILED)
     result = {
         "concurrency": a.concurrency,
         "wall_s": round(wall, 2),
@@ -94,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app()

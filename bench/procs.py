@@ -25,12 +25,22 @@ from bench.stats import ProcCpu
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m bench.*` children import from here
+# Where `make llama-server` builds llama.cpp in a checkout; development runs (benchmarks, tests, `make
+# serve`) put it on PATH, where the engine looks for its program.
+LLAMA_DEV_BIN = ROOT / ".cache" / "llama.cpp" / "bin"
+
+
+def dev_path(path: str | None = None) -> str:
+    """``PATH`` with the checkout's llama.cpp build first."""
+    rest = os.environ.get("PATH", "") if path is None else path
+    return f"{LLAMA_DEV_BIN}{os.pathsep}{rest}" if rest else str(LLAMA_DEV_BIN)
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
     return {
         **os.environ,
+        "PATH": dev_path(),
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
         **(extra or {}),

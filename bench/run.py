@@ -7,21 +7,39 @@ than a number when a piece is missing.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from bench import report
 from bench.client import Spec
 from bench.procs import ROOT
+from serving.cli.errors import fail
 
 
-def stack_tax(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Options:
+    """What the sections read from the command line."""
+
+    quick: bool = False
+    arms: list[str] | None = None
+    concurrency: int = 64
+    requests: int | None = None
+    max_tokens: int | None = None
+    profile: bool = False
+    time_scale: float = 1.0
+    seconds: float | None = None
+    event_rates: list[str] | None = None
+
+
+def stack_tax(args: Options, logs: Path) -> dict[str, Any]:
     from bench import stack_tax as st
 
     seconds = args.seconds or (5.0 if args.quick else st.MIN_WINDOW_S)
@@ -39,7 +57,7 @@ def stack_tax(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return {"status": "measured", **out}
 
 
-def routing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def routing(args: Options, logs: Path) -> dict[str, Any]:
     from bench import routing as rt
 
     spec = Spec(
@@ -55,13 +73,13 @@ def routing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return rt.run(spec, logs / "routing", time_scale=args.time_scale)
 
 
-def fidelity(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def fidelity(args: Options, logs: Path) -> dict[str, Any]:
     from bench import fidelity as fd
 
     return fd.run()
 
 
-def autoscaling(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def autoscaling(args: Options, logs: Path) -> dict[str, Any]:
     from bench import autoscale
 
     q = args.quick
@@ -77,19 +95,19 @@ def autoscaling(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     )
 
 
-def llama_builds(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def llama_builds(args: Options, logs: Path) -> dict[str, Any]:
     from bench import llama_builds as lb
 
     return lb.run(logs / "llama_builds", seconds=20.0)
 
 
-def admission(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def admission(args: Options, logs: Path) -> dict[str, Any]:
     from bench import admission as ad
 
     return ad.run()
 
 
-def fair_queuing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def fair_queuing(args: Options, logs: Path) -> dict[str, Any]:
     import asyncio
 
     from bench import fair_queuing as fq
@@ -97,14 +115,14 @@ def fair_queuing(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return {"status": "measured", **asyncio.run(fq.run(15.0 if args.quick else 30.0, 2, 10))}
 
 
-def limits(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def limits(args: Options, logs: Path) -> dict[str, Any]:
     from bench import limits as lm
 
     tokens = args.max_tokens or (32 if args.quick else 128)
     return lm.run(logs, seconds=20.0, concurrency=args.concurrency, max_tokens=tokens)
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
+SECTIONS: dict[str, Callable[[Options, Path], dict[str, Any]]] = {
     "stack_tax": stack_tax,
     "routing": routing,
     "fidelity": fidelity,
@@ -116,36 +134,43 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
 }
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="short smoke run (fewer requests, shorter steps)")
-    p.add_argument("--only", type=lambda v: v.split(","), default=None, help=f"sections: {','.join(SECTIONS)}")
-    p.add_argument("--arms", type=lambda v: v.split(","), default=None, help="stack-tax arms, e.g. a,b0,c")
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument(
-        "--requests", type=int, default=None, help="stack tax: a fixed request count per arm instead of --seconds"
-    )
-    p.add_argument(
-        "--seconds", type=float, default=None, help="stack tax: measured seconds per window (default 20; quick 5)"
-    )
-    p.add_argument(
-        "--event-rates", type=lambda v: v.split(","), default=None, help="stack tax: mtp,token (default both)"
-    )
-    p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--profile", action="store_true", help="py-spy our stack arm even when its goals are met")
-    p.add_argument("--time-scale", type=float, default=1.0, help="routing: simulator time scale")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--name", default=None, help="results file stem (default: latest, or quick with --quick)")
-    ns = p.parse_args(argv)
-    unknown = [s for s in ns.only or [] if s not in SECTIONS]
+def _csv(value: str | None) -> list[str] | None:
+    return value.split(",") if value else None
+
+
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+
+
+@app.command()
+def main(
+    quick: Annotated[bool, typer.Option("--quick", help="short smoke run (fewer requests, shorter steps)")] = False,
+    only: Annotated[str | None, typer.Option(help=f"sections: {','.join(SECTIONS)}")] = None,
+    arms: Annotated[str | None, typer.Option(help="stack-tax arms, e.g. a,b0,c")] = None,
+    concurrency: Annotated[int, typer.Option()] = 64,
+    requests: Annotated[
+        int | None, typer.Option(help="stack tax: a fixed request count per arm instead of --seconds")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="stack tax: measured seconds per window (default 20; quick 5)")
+    ] = None,
+    event_rates: Annotated[str | None, typer.Option(help="stack tax: mtp,token (default both)")] = None,
+    max_tokens: Annotated[int | None, typer.Option()] = None,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="py-spy our stack arm even when its goals are met")
+    ] = False,
+    time_scale: Annotated[float, typer.Option(help="routing: simulator time scale")] = 1.0,
+    out: Annotated[Path, typer.Option()] = ROOT / "bench" / "results",
+    name: Annotated[str | None, typer.Option(help="results file stem (default: latest, or quick with --quick)")] = None,
+) -> None:
+    """Run the benchmark sections and write bench/results/<name>.{md,json}."""
+    sections = _csv(only)
+    unknown = [s for s in sections or [] if s not in SECTIONS]
     if unknown:
-        p.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    return ns
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse(argv)
+        fail(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    args = Options(
+        quick, _csv(arms), concurrency, requests, max_tokens, profile, time_scale, seconds, _csv(event_rates)
+    )
+    argv = sys.argv[1:]
     started = time.monotonic()
     logs = ROOT / ".cache" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     result: dict[str, Any] = {
@@ -157,21 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         "logs": str(logs),
         "sections": {},
     }
-    for name, fn in SECTIONS.items():
-        if args.only and name not in args.only:
+    for section, fn in SECTIONS.items():
+        if sections and section not in sections:
             continue
-        print(f"== {name}", flush=True)
+        print(f"== {section}", flush=True)
         try:
-            result["sections"][name] = fn(args, logs)
+            result["sections"][section] = fn(args, logs)
         except Exception as exc:
             traceback.print_exc()
-            result["sections"][name] = {"status": f"not measured: {type(exc).__name__}: {exc}"}
+            result["sections"][section] = {"status": f"not measured: {type(exc).__name__}: {exc}"}
     result["load_after"] = report.load_average()
     result["duration_s"] = time.monotonic() - started
-    md, js = report.write(result, args.out, args.name or ("quick" if args.quick else "latest"))
+    md, js = report.write(result, out, name or ("quick" if args.quick else "latest"))
     print(f"wrote {md} and {js} ({result['duration_s']:.0f} s)")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app()

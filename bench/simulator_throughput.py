@@ -9,17 +9,18 @@ token, as SGLang sends them) and prints tokens/s. The goal is ≥ 5,000 tokens/s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import httpx
+import typer
 
 from bench.procs import free_port
 
@@ -77,13 +78,29 @@ async def client(base: str, stop_at: float, max_tokens: int, counts: list[int]) 
                         break
 
 
-async def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--max-tokens", type=int, default=512)
-    ap.add_argument("--url", default=None, help="benchmark a running simulator instead of starting one")
-    a = ap.parse_args()
+@dataclass(frozen=True)
+class Args:
+    clients: int
+    seconds: float
+    max_tokens: int
+    url: str | None
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@app.command()
+def main(
+    clients: Annotated[int, typer.Option()] = 32,
+    seconds: Annotated[float, typer.Option()] = 5.0,
+    max_tokens: Annotated[int, typer.Option()] = 512,
+    url: Annotated[str | None, typer.Option(help="benchmark a running simulator instead of starting one")] = None,
+) -> None:
+    """Zero-delay streaming tokens/s of one simulator process."""
+    raise typer.Exit(asyncio.run(measure(Args(clients, seconds, max_tokens, url))))
+
+
+async def measure(a: Args) -> int:
     proc = None
     base = a.url
     if base is None:
@@ -124,4 +141,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    app()

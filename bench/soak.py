@@ -14,21 +14,21 @@ must stay within ``--max-growth`` of its median over the first window after warm
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
 import random
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import psutil
+import typer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = "sk-soak-0123456789"
@@ -168,7 +168,7 @@ def memory_verdict(samples: dict[str, list[tuple[float, int]]], warmup_s: float,
     return rows
 
 
-def settings_for(args: argparse.Namespace, port: int) -> Any:
+def settings_for(args: SoakOptions, port: int) -> Any:
     from serving.config import load_settings
 
     return load_settings(
@@ -185,23 +185,55 @@ def settings_for(args: argparse.Namespace, port: int) -> Any:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--streams", type=int, default=64)
-    ap.add_argument("--min-tokens", type=int, default=32)
-    ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--preset", default="qwen3.6-27b")
-    ap.add_argument("--gpu", default="h100")
-    ap.add_argument("--tp", type=int, default=2)
-    ap.add_argument("--time-scale", type=float, default=1.0, help="simulator: multiply every duration")
-    ap.add_argument("--ingress", default="haproxy", choices=["haproxy", "direct", "proxy"])
-    ap.add_argument("--max-growth", type=float, default=10.0, help="percent of memory growth allowed per process")
-    ap.add_argument("--sample-s", type=float, default=5.0)
-    ap.add_argument("--timeout-s", type=float, default=300.0, help="client timeout per request")
-    ap.add_argument("--out", type=Path, default=None, help="JSON result (default bench/results/soak-<m>m.json)")
-    args = ap.parse_args(argv)
+@dataclass(frozen=True)
+class SoakOptions:
+    minutes: float = 10.0
+    streams: int = 64
+    min_tokens: int = 32
+    max_tokens: int = 256
+    preset: str = "qwen3.6-27b"
+    gpu: str = "h100"
+    tp: int = 2
+    time_scale: float = 1.0
+    ingress: str = "haproxy"
+    max_growth: float = 10.0
+    sample_s: float = 5.0
+    timeout_s: float = 300.0
+    out: Path | None = None
 
+
+class Ingress(StrEnum):
+    HAPROXY = "haproxy"
+    DIRECT = "direct"
+    PROXY = "proxy"
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@app.command()
+def main(
+    minutes: Annotated[float, typer.Option()] = 10.0,
+    streams: Annotated[int, typer.Option()] = 64,
+    min_tokens: Annotated[int, typer.Option()] = 32,
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    preset: Annotated[str, typer.Option()] = "qwen3.6-27b",
+    gpu: Annotated[str, typer.Option()] = "h100",
+    tp: Annotated[int, typer.Option()] = 2,
+    time_scale: Annotated[float, typer.Option(help="simulator: multiply every duration")] = 1.0,
+    ingress: Annotated[Ingress, typer.Option()] = Ingress.HAPROXY,
+    max_growth: Annotated[float, typer.Option(help="percent of memory growth allowed per process")] = 10.0,
+    sample_s: Annotated[float, typer.Option()] = 5.0,
+    timeout_s: Annotated[float, typer.Option(help="client timeout per request")] = 300.0,
+    out: Annotated[Path | None, typer.Option(help="JSON result (default bench/results/soak-<m>m.json)")] = None,
+) -> None:
+    """Soak the whole stack on the simulator: lost streams and memory growth per process."""
+    args = SoakOptions(minutes, streams, min_tokens, max_tokens, preset, gpu, tp, time_scale, ingress.value,
+                       max_growth, sample_s, timeout_s, out)  # fmt: skip
+    raise typer.Exit(soak(args))
+
+
+def soak(args: SoakOptions) -> int:
     from bench.procs import free_port
     from serving.local import local_node_env, serve_forever, shutdown
 
@@ -270,4 +302,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app()

@@ -1,28 +1,12 @@
-"""The harness arithmetic: percentiles, ratios, per-role CPU accounting. Pure functions only."""
+"""The harness arithmetic: ratios, per-role CPU accounting, SLO attainment (percentiles: loadtest.stats).
+Pure functions only."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0–100) with linear interpolation between closest ranks.
-
-    Same definition as ``numpy.percentile(..., method="linear")``; ``None`` for no values.
-    """
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile q must be within 0..100, got {q}")
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    if lo == hi:
-        return float(xs[lo])
-    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+from loadtest.stats import percentile  # the kit's one percentile (None for no values)
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

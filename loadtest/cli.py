@@ -10,9 +10,8 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -20,10 +19,10 @@ import yaml
 from loadtest.cost import PriceTable, load_prices
 from loadtest.scenarios import ScenarioError, load_scenario
 from loadtest.stats import Slo
+from serving.cli.errors import FAILED, exits_on, fail
 
 app = typer.Typer(help="Locust load tests, reports and capacity plans for OpenAI-compatible endpoints.",
                   no_args_is_help=True)  # fmt: skip
-F = TypeVar("F", bound=Callable[..., Any])
 
 SloTtft = Annotated[float, typer.Option("--slo-ttft", help="TTFT objective, seconds", min=0.0)]
 SloTpot = Annotated[float, typer.Option("--slo-tpot", help="TPOT objective, seconds", min=0.0)]
@@ -32,16 +31,7 @@ PriceOpt = Annotated[list[str] | None, typer.Option("--price", help="override $/
 PricesFile = Annotated[Path | None, typer.Option("--prices", help="YAML price table (format of data/gpu_prices.yaml)")]
 
 
-def clear_errors(fn: F) -> F:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, ScenarioError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
+clear_errors = exits_on(ValueError, ScenarioError, FileNotFoundError)
 
 
 def _prices(path: Path | None, items: list[str] | None) -> PriceTable:
@@ -316,18 +306,15 @@ def plan(
     else:
         typer.echo(_plan_table(opts, markdown=fmt == "markdown", limit=limit, answer=per == PER_ANSWER_TOKEN))
     if not best.feasible:
-        typer.echo("error: no configuration meets the SLO at this load", err=True)
-        raise typer.Exit(1)
+        fail("no configuration meets the SLO at this load", FAILED)
     if values_out is not None:
         peak = f"{rps:g} req/s" if rps is not None else f"{answer_tps:g} answer tokens/s"
         _write_values(best, values_out, per=per, peak=peak)
 
 
-CHART_DIR = Path(__file__).resolve().parents[1] / "helm" / "qwen-serve"
-
-
 def _write_values(best: Any, out: Path, *, per: str, peak: str) -> None:
     from loadtest.planner import engine_image, helm_values
+    from serving.deploy.paths import CHART_DIR
 
     chart = CHART_DIR / "values.yaml"
     defaults = yaml.safe_load(chart.read_text(encoding="utf-8")) if chart.is_file() else {}

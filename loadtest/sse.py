@@ -95,10 +95,36 @@ def _tool_chars(calls: Any) -> int:
     return n
 
 
-def _split(delta: dict[str, Any]) -> tuple[str, str]:
+def split_delta(delta: dict[str, Any]) -> tuple[str, str]:
     """(reasoning text, answer text) of one delta. SGLang names the reasoning field
     ``reasoning_content``, vLLM ``reasoning``: either counts as reasoning and starts the TTFT clock."""
     return _text(delta.get("reasoning_content")) + _text(delta.get("reasoning")), _text(delta.get("content"))
+
+
+@dataclass(frozen=True)
+class DataLine:
+    """One ``data:`` line of an OpenAI stream: the end marker, a JSON object, or a payload that is
+    not JSON (``malformed``, its first 120 bytes)."""
+
+    done: bool = False
+    obj: dict[str, Any] = field(default_factory=dict)
+    malformed: bytes | None = None
+
+
+def parse_data_line(line: bytes) -> DataLine | None:
+    """The client side's one SSE reader (load tests and benchmarks): None for what is not a data
+    line (blank separators, ``: keep-alive`` comments, event names)."""
+    line = line.strip()
+    if not line.startswith(DATA):
+        return None
+    payload = line[len(DATA) :].strip()
+    if payload == DONE:
+        return DataLine(done=True)
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return DataLine(malformed=payload[:120])
+    return DataLine(obj=obj if isinstance(obj, dict) else {})
 
 
 def read_stream(
@@ -112,19 +138,17 @@ def read_stream(
         if not line:
             break
         now = clock()
-        line = line.strip()
-        if not line.startswith(DATA):
-            continue  # blank separators, comments (": keep-alive"), event names
-        payload = line[len(DATA) :].strip()
-        if payload == DONE:
+        data = parse_data_line(line)
+        if data is None:
+            continue
+        if data.done:
             out.done = True
             out.e2e_s = now - t0
             break
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            out.error = f"malformed SSE data: {payload[:120]!r}"
+        if data.malformed is not None:
+            out.error = f"malformed SSE data: {data.malformed!r}"
             break
+        obj = data.obj
         if "error" in obj:
             err = obj["error"]
             out.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
@@ -132,7 +156,7 @@ def read_stream(
             break
         for choice in obj.get("choices") or ():
             d = choice.get("delta") or {}
-            reasoning, answer = _split(d)
+            reasoning, answer = split_delta(d)
             if d.get("tool_calls"):  # answer output too, though not a content token (no clock starts)
                 out.answer_chars += _tool_chars(d["tool_calls"])
             if not (reasoning or answer):

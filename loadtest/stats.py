@@ -13,18 +13,19 @@ from typing import Any
 from loadtest.records import RequestRecord
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between closest ranks
-    (the same definition as numpy's default). NaN for an empty sequence."""
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between closest ranks (the same
+    definition as ``numpy.percentile(..., method="linear")``); None for no values. The one
+    percentile of the kit: load tests, benchmarks and their reports all use it."""
     if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile must be within [0, 100], got {q}")
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
     if not values:
-        return math.nan
+        return None
     xs = sorted(values)
     pos = (len(xs) - 1) * q / 100.0
     lo = math.floor(pos)
     hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,14 @@ class Slo:
         return r.ttft_s <= self.ttft_s and (r.tpot_s is None or r.tpot_s <= self.tpot_s)
 
 
-def _dist(values: Sequence[float]) -> dict[str, float]:
+def _dist(values: Sequence[float]) -> dict[str, float | None]:
     return {
-        "mean": (sum(values) / len(values)) if values else math.nan,
+        "mean": (sum(values) / len(values)) if values else None,
         "p50": percentile(values, 50),
         "p90": percentile(values, 90),
         "p95": percentile(values, 95),
         "p99": percentile(values, 99),
-        "max": max(values) if values else math.nan,
+        "max": max(values) if values else None,
     }
 
 
@@ -67,12 +68,12 @@ class PointSummary:
     goodput_rps: float  # requests/s that met the SLO individually
     slo_attainment: float  # share of requests that met the SLO individually
     meets_slo: bool  # the SLO's percentile of TTFT and TPOT are both within their objectives
-    ttft_s: dict[str, float] = field(default_factory=dict)
-    ttfa_s: dict[str, float] = field(default_factory=dict)  # time to first answer token
-    tpot_s: dict[str, float] = field(default_factory=dict)
-    itl_s: dict[str, float] = field(default_factory=dict)
-    e2e_s: dict[str, float] = field(default_factory=dict)
-    pacer_lag_s: dict[str, float] = field(default_factory=dict)
+    ttft_s: dict[str, float | None] = field(default_factory=dict)
+    ttfa_s: dict[str, float | None] = field(default_factory=dict)  # time to first answer token
+    tpot_s: dict[str, float | None] = field(default_factory=dict)
+    itl_s: dict[str, float | None] = field(default_factory=dict)
+    e2e_s: dict[str, float | None] = field(default_factory=dict)
+    pacer_lag_s: dict[str, float | None] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     answer_tokens_per_s: float = 0.0
@@ -85,17 +86,7 @@ class PointSummary:
     image_tokens_expected: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return _nan_to_none(asdict(self))
-
-
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return x
+        return asdict(self)
 
 
 def summarize(records: Sequence[RequestRecord], *, load: float, duration_s: float, slo: Slo) -> PointSummary:
@@ -117,7 +108,14 @@ def summarize(records: Sequence[RequestRecord], *, load: float, duration_s: floa
     prompt = sum(r.prompt_tokens for r in ok)
     ttft_q = percentile(ttft, slo.percentile)
     tpot_q = percentile(tpot, slo.percentile) if tpot else 0.0
-    meets = bool(ok) and len(ok) == len(measured) and ttft_q <= slo.ttft_s and tpot_q <= slo.tpot_s
+    meets = (
+        bool(ok)
+        and len(ok) == len(measured)
+        and ttft_q is not None
+        and ttft_q <= slo.ttft_s
+        and tpot_q is not None
+        and tpot_q <= slo.tpot_s
+    )
     return PointSummary(
         load=load,
         duration_s=duration_s,

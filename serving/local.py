@@ -121,6 +121,17 @@ def check_fits(settings: Settings, *, local: bool) -> None:
     print(f"warning: the cluster cannot place an engine replica yet (it may autoscale):\n{text}", file=sys.stderr)
 
 
+def check_program(settings: Settings) -> None:
+    """Refuse, before starting Ray, an engine program this machine does not have (the message names
+    engine.binary and how to get the program)."""
+    from serving.engines import get_engine, plan_instance
+
+    dist = "127.0.0.1:1" if settings.parallelism.nodes > 1 else None  # the address does not matter here
+    missing = get_engine(settings.engine.kind).missing_program(plan_instance(settings, dist_init_addr=dist))
+    if missing:
+        raise StackStartError(missing)
+
+
 def cut_failure(message: str) -> str | None:
     """The engine-failure summary a replica put into its Serve status message, if any."""
     from serving.replica.instance import FAILURE_MARK
@@ -177,6 +188,8 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
     from serving.app import build_app
 
     local = not settings.ray.address
+    if local:
+        check_program(settings)
     if not ray.is_initialized():
         # "local": always a fresh cluster of our own, never an unrelated one found on this machine
         ray.init(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import sys
 import threading
@@ -12,7 +13,12 @@ from typing import Any
 
 import pytest
 
+from bench.procs import LLAMA_DEV_BIN, dev_path
+
 ROOT = Path(__file__).resolve().parents[1]
+# The engine finds llama-server on PATH (or engine.binary); tests, like `make serve`, use the checkout's build.
+LLAMA_SERVER = LLAMA_DEV_BIN / "llama-server"
+os.environ["PATH"] = dev_path()
 # Test-only reference data (vLLM's option table, the KubeRay CRDs); provenance in its README.md.
 # SGLang's option table ships with the package: serving.engines.reference.SGLANG_FLAGS.
 REFERENCE = ROOT / "tests" / "data" / "reference"

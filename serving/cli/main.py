@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 import yaml
 
-from serving.config import ConfigError, Settings, load_settings
+from serving.cli.errors import FAILED, exits_on, fail
+from serving.config import Settings, load_settings
 from serving.deploy.cli import deploy_app
 from serving.engines.simulator.report import app as simulator_app
 
@@ -25,7 +24,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(simulator_app, name="simulator")
 app.add_typer(deploy_app, name="deploy")
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (or QWEN_SERVE_CONFIG)")]
 SetOpt = Annotated[
@@ -33,21 +31,8 @@ SetOpt = Annotated[
 ]
 
 
-def clear_errors(fn: F) -> F:
-    """Turn configuration errors into one readable message and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
+# Configuration errors (a ConfigError is a ValueError) become one readable message and exit code 2.
+clear_errors = exits_on(ValueError)
 
 
 def _load(config: Path | None, overrides: list[str] | None) -> Settings:
@@ -129,8 +114,7 @@ def serve_cmd(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     try:
         serve_forever(settings)
     except StackStartError as exc:
-        typer.echo(f"error: the stack did not start.\n{exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"the stack did not start.\n{exc}", FAILED)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -373,12 +373,16 @@ class Settings(BaseSettings):
             self.reasoning.parser = spec.reasoning_parser
         if self.tools.parser is None:
             self.tools.parser = spec.tool_call_parser
-        no_gpu = self.engine.kind == EngineKind.LLAMACPP or self.parallelism.gpu_type == GpuType.CPU
-        if no_gpu and "cpus_per_rank" not in self.parallelism.model_fields_set:
+        if not self.uses_gpus and "cpus_per_rank" not in self.parallelism.model_fields_set:
             self.parallelism.cpus_per_rank = 1.0  # a laptop: the GPU-node default of 8 would never schedule
         if not spec.has_mtp and self.speculative.enabled and self.speculative.algorithm == "NEXTN":
             self.speculative.enabled = False  # no MTP head to draft with
         return self
+
+    @property
+    def uses_gpus(self) -> bool:
+        """GPU engines reserve GPUs unless the settings say the "GPU" is the CPU (llama.cpp, laptops)."""
+        return self.engine.kind.reserves_gpus and self.parallelism.gpu_type != GpuType.CPU
 
     @property
     def preset(self) -> ModelPreset:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from serving.cli.errors import fail
 from serving.config import ConfigError
 
 deploy_app = typer.Typer(help="Kubernetes: Serve config and chart schema from the settings tree.", no_args_is_help=True)
@@ -34,7 +35,7 @@ def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
 
 def load_values(files: list[Path] | None, chart_dir: Path | None = None) -> dict[str, Any]:
     """The chart's values.yaml with ``files`` layered on top, in order."""
-    from serving.deploy.schema import CHART_DIR
+    from serving.deploy.paths import CHART_DIR
 
     values: dict[str, Any] = {}
     for path in [(chart_dir or CHART_DIR) / "values.yaml", *(files or [])]:
@@ -45,11 +46,6 @@ def load_values(files: list[Path] | None, chart_dir: Path | None = None) -> dict
             raise ValueError(f"--values: {path} must hold a mapping")
         values = merge_values(values, data)
     return values
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2) from None
 
 
 @deploy_app.command("serve-config")
@@ -66,7 +62,7 @@ def serve_config_cmd(
         settings = load_values(files).get("settings") or {}
         cfg = expanded_serve_config(settings) if expand else serve_config(settings)
     except (ConfigError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(yaml.safe_dump(cfg, sort_keys=False), nl=False)
 
 
@@ -76,7 +72,7 @@ def settings_cmd(files: ValuesOpt = None) -> None:
     try:
         settings = load_values(files).get("settings") or {}
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(yaml.safe_dump(settings, sort_keys=False), nl=False)
 
 

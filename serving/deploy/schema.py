@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.config import PRESETS, Settings
+from serving.deploy.paths import CHART_DIR
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "qwen-serve"
 SCHEMA_FILE = CHART_DIR / "values.schema.json"
 _DROP = {"format", "writeOnly", "title"}
 

@@ -19,6 +19,10 @@ from serving.config import load_settings
 IMPORT_PATH = "serving.app:app_builder"
 # Custom Ray resource only the head pod advertises: it pins the gateway to the GPU-less head.
 GATEWAY_RESOURCE = "qwen_serve_gateway"
+# Each gateway replica asks for one unit; the head advertises far more, so the resource pins the
+# gateway without limiting how many replicas (or surge replicas during an update) it holds.
+GATEWAY_RESOURCE_ASK = 1
+GATEWAY_RESOURCE_CAPACITY = 1000
 
 
 def serve_config(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def serve_config(settings: Mapping[str, Any]) -> dict[str, Any]:
                 "name": s.ray.app_name,
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
-                "args": {"settings": dict(settings), "gateway_resources": {GATEWAY_RESOURCE: 1}},
+                "args": {"settings": dict(settings), "gateway_resources": {GATEWAY_RESOURCE: GATEWAY_RESOURCE_ASK}},
             }
         ],
     }

@@ -12,6 +12,8 @@ Contract:
   check adds a 1-token ``/v1/completions`` of its own (rate-limited by
   ``replica.health_generate_interval_s``). ``metrics_path`` serves Prometheus text from which
   ``parse_load`` reads running and queued requests.
+- ``missing_program`` says, before a start, when rank 0's program is not there and how to get it
+  (``install_hint``).
 - ``reasoning_field`` is the name the engine gives reasoning text; the gateway renames it to
   ``reasoning_content`` when it differs.
 - Closing the connection of a running request aborts it. ``abort_needs_stream`` true means the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
@@ -108,6 +111,18 @@ class Engine(ABC):
     metrics_path: ClassVar[str] = "/metrics"
     running_metric: ClassVar[str]
     queued_metric: ClassVar[str]
+    # How to get the engine program when it is missing (the tail of the error naming engine.binary).
+    install_hint: ClassVar[str] = "install the engine"
+
+    def missing_program(self, plan: LaunchPlan) -> str | None:
+        """Why rank 0's program cannot start here (not a file, not on PATH), naming the fix; None if found."""
+        program = plan.ranks[0].argv[0]
+        if shutil.which(program):
+            return None
+        return (
+            f"engine.binary: {program!r} is not an executable file or a program on PATH; set engine.binary "
+            f"(QWEN_SERVE_ENGINE__BINARY) to its path, or put it on PATH ({self.install_hint})"
+        )
 
     @abstractmethod
     def plan(self, s: Settings, *, host: str, port: int, dist_init_addr: str | None = None) -> LaunchPlan:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import ClassVar
 
 from serving.config.settings import EngineKind, Settings
 from serving.config.validation import resolved_max_running
 from serving.engines.base import Engine, LaunchPlan, RankPlan
 
-# Where `make` builds the server (scripts/build-llama-server.sh): <repo>/.cache/llama.cpp/bin.
-DEFAULT_BINARY = Path(__file__).resolve().parents[2] / ".cache" / "llama.cpp" / "bin" / "llama-server"
+# The program, found on PATH unless engine.binary names it. Installed code knows no checkout: the
+# CPU image links the build into /usr/local/bin; `make serve` puts a checkout's build on PATH.
+PROGRAM = "llama-server"
 
 
 class LlamaCppEngine(Engine):
@@ -24,9 +24,13 @@ class LlamaCppEngine(Engine):
     abort_needs_stream = True
     running_metric = "llamacpp:requests_processing"
     queued_metric = "llamacpp:requests_deferred"
+    install_hint = (
+        "in a checkout `make llama-server` builds .cache/llama.cpp/bin/llama-server and `make serve` uses it; "
+        "the CPU image ships it"
+    )
 
     def binary(self, s: Settings) -> str:
-        return s.engine.binary or (str(DEFAULT_BINARY) if DEFAULT_BINARY.exists() else "llama-server")
+        return s.engine.binary or PROGRAM
 
     def plan(self, s: Settings, *, host: str, port: int, dist_init_addr: str | None = None) -> LaunchPlan:
         slots = resolved_max_running(s)

@@ -65,6 +65,7 @@ class SGLangEngine(Engine):
     queued_metric = "sglang:num_queue_reqs"
     health_generates = True  # SGLang's /health runs a 1-token generation through the scheduler
     program: ClassVar[list[str]] = ["python", "-m", "sglang.launch_server"]
+    install_hint = "pip install 'qwen-serve[sglang]', or use the GPU image"
 
     def program_argv(self, s: Settings) -> list[str]:
         return [s.engine.binary] if s.engine.binary else list(self.program)

@@ -20,6 +20,7 @@ API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 class VLLMEngine(Engine):
     kind: ClassVar[EngineKind] = EngineKind.VLLM
+    install_hint = "pip install 'qwen-serve[vllm]', or use the vllm image target"
     reasoning_field = "reasoning"  # vLLM's name; the gateway answers with reasoning_content
     running_metric = "vllm:num_requests_running"
     queued_metric = "vllm:num_requests_waiting"

@@ -29,6 +29,8 @@ from serving.replica.placement import placement
 logger = logging.getLogger("qwen_serve.replica")
 
 REGISTRY_TIMEOUT_S = 5.0
+# Serve waits this long beyond the drain: SIGTERM→SIGKILL of the ranks + slack, or it force-kills us mid-drain.
+SHUTDOWN_BEYOND_DRAIN_S = KILL_GRACE_S + 10.0
 
 
 def engine_deployment_options(s: Settings) -> dict[str, Any]:
@@ -55,8 +57,7 @@ def engine_deployment_options(s: Settings) -> dict[str, Any]:
         "autoscaling_config": autoscaling,
         "health_check_period_s": r.health_check_period_s,
         "health_check_timeout_s": r.health_check_timeout_s,
-        # drain + SIGTERM→SIGKILL of the ranks + slack, or Serve force-kills us mid-drain
-        "graceful_shutdown_timeout_s": r.drain_grace_s + KILL_GRACE_S + 10.0,
+        "graceful_shutdown_timeout_s": r.drain_grace_s + SHUTDOWN_BEYOND_DRAIN_S,
         "graceful_shutdown_wait_loop_s": 0.5,
         # control calls only (info, ranks, wake-ups); tokens never cross handles
         "max_ongoing_requests": 64,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from serving.config.hardware import GpuType
 from serving.config.settings import Settings
 
 
@@ -31,14 +30,9 @@ class Placement:
         return {"num_cpus": self.cpus_per_rank, "num_gpus": float(self.gpus_per_rank)}
 
 
-def uses_gpus(s: Settings) -> bool:
-    """GPU engines reserve GPUs unless the settings say the "GPU" is the CPU (llama.cpp, laptops)."""
-    return s.engine.kind.reserves_gpus and s.parallelism.gpu_type != GpuType.CPU
-
-
 def placement(s: Settings) -> Placement:
     p = s.parallelism
-    gpus = p.gpus_per_rank if uses_gpus(s) else 0
+    gpus = p.gpus_per_rank if s.uses_gpus else 0
     bundle: dict[str, float] = {"CPU": p.cpus_per_rank}
     if gpus:
         bundle["GPU"] = float(gpus)

@@ -78,15 +78,22 @@ class EngineProcess:
             raise RuntimeError("engine process already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("a", buffering=1)  # line-buffered: readable while it runs
-        self._proc = subprocess.Popen(
-            self.argv,
-            env={**os.environ, **self.env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
-        )
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+            )
+        except FileNotFoundError:
+            self._log.close()
+            raise FileNotFoundError(
+                f"engine.binary: {self.argv[0]!r} not found on this node (not a file, not on PATH): set "
+                "engine.binary to the engine program's path or install it in the image"
+            ) from None
         self._reader = threading.Thread(target=self._pump, name=f"engine-rank{self.rank}-log", daemon=True)
         self._reader.start()
         logger.info(

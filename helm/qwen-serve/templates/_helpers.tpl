@@ -56,10 +56,19 @@ app.kubernetes.io/part-of: qwen-serve
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* GPUs each worker pod (one engine rank) requests: tp × pp × dp / nodes; 0 on CPU. */}}
-{{- define "qwen-serve.gpusPerRank" -}}
-{{- $p := .Values.settings.parallelism -}}
-{{- if eq $p.gpu_type "cpu" }}0{{ else }}{{ div (mul $p.tp $p.pp $p.dp) $p.nodes }}{{ end }}
+{{/* One engine rank per worker pod: {gpus: <GPUs the pod requests>, spread: <ranks on distinct
+nodes>}, looked up in the tables generated from serving/replica/placement.py (_generated.tpl); the
+chart computes nothing. A layout outside the tables fails here and names the check to run. */}}
+{{- define "qwen-serve.rankLayout" -}}
+{{- $s := .Values.settings -}}
+{{- $p := $s.parallelism -}}
+{{- $key := printf "%v/%v/%v/%v" $p.tp $p.pp $p.dp $p.nodes -}}
+{{- $layout := get (include "qwen-serve.rankLayouts" . | fromYaml) $key -}}
+{{- if not $layout }}
+{{- fail (printf "settings.parallelism: tp/pp/dp/nodes = %s is not a layout the chart places (its tables hold what serving/config/validation.py accepts, up to %s): `serving config validate` names the rule it breaks; bigger nodes need a higher bound in serving/deploy/chart_helpers.py and `serving deploy helpers --write`" $key (include "qwen-serve.layoutLimits" .)) }}
+{{- end }}
+{{- $gpu := get (include "qwen-serve.usesGpus" . | fromYaml) (printf "%s/%s" $s.engine.kind $p.gpu_type) -}}
+{{- toYaml (dict "gpus" (ternary $layout.gpus 0 $gpu) "spread" $layout.spread) }}
 {{- end }}
 
 {{/* The repo the download init container fetches: download.repo, else a repo-id model.path, else the preset's. */}}
@@ -73,10 +82,11 @@ app.kubernetes.io/part-of: qwen-serve
 {{- end }}
 
 {{- define "qwen-serve.servedName" -}}
-{{- default .Values.settings.model.preset .Values.settings.model.served_name }}
+{{- default (get (include "qwen-serve.presetServedNames" . | fromYaml) .Values.settings.model.preset) .Values.settings.model.served_name }}
 {{- end }}
 
-{{/* Worker replica bounds: the settings' autoscaling bounds (one engine instance = numOfHosts pods). */}}
+{{/* Worker pods at start, in engine instances (numOfHosts pods each): initial_replicas, else Serve's own
+default for it (min_replicas); the autoscaler adds the rest as Serve asks for replicas. */}}
 {{- define "qwen-serve.initialReplicas" -}}
 {{- $a := .Values.settings.autoscaling -}}
 {{- if kindIs "invalid" $a.initial_replicas }}{{ $a.min_replicas }}{{ else }}{{ $a.initial_replicas }}{{ end }}

@@ -29,6 +29,7 @@ import yaml
 
 from serving.capacity import admission_reserve, sglang_memory_defaults
 from serving.capacity.timing import DEFAULT_CALIBRATION, Calibration, Deployment, TimingModel
+from serving.cli.errors import fail
 from serving.config.hardware import GpuType
 from serving.config.presets import PRESETS
 from serving.engines.simulator.prefix_cache import PrefixCache
@@ -371,8 +372,7 @@ def report(
     try:
         chosen = load_cells(cells) if cells is not None else list(PUBLISHED)
     except (OSError, ValueError, yaml.YAMLError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(e)
     rows = predictions(chosen)
     sums = summaries(rows)
     if as_json:

@@ -8,11 +8,9 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import LLAMA_SERVER as BINARY
 
 pytestmark = pytest.mark.integration
-
-BINARY = ROOT / ".cache" / "llama.cpp" / "bin" / "llama-server"
 
 
 def test_the_built_llama_server_passes_its_smoke_generation(build, tmp_path):

@@ -18,10 +18,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from serving.config import Settings, load_settings
 from serving.engines import get_engine, plan_instance
-from serving.engines.llamacpp import DEFAULT_BINARY
 from serving.gateway import create_app
 from serving.registry import Endpoint, StaticEndpoints
-from tests.conftest import free_port, start_uvicorn, stop_uvicorn, wait_http_ok
+from tests.conftest import LLAMA_SERVER, free_port, start_uvicorn, stop_uvicorn, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -75,8 +74,8 @@ def start_engine(tmp_path: Path) -> Iterator[Callable[..., EngineProc]]:
 
 @pytest.fixture
 def llama(start_engine: Callable[..., EngineProc]) -> EngineProc:
-    if not DEFAULT_BINARY.exists():
-        pytest.fail(f"llama-server not built at {DEFAULT_BINARY} (make llama-server)")
+    if not LLAMA_SERVER.exists():
+        pytest.fail(f"llama-server not built at {LLAMA_SERVER} (make llama-server)")
     return start_engine("llama-0", {"engine": {"kind": "llamacpp", "threads": 1}})
 
 

@@ -41,6 +41,11 @@ BAD: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     ("pp with MTP on", {S: {"parallelism": {"pp": 2, "nodes": 2}}}, ["/settings/speculative/enabled", "false"]),
     ("negative min replicas", {S: {"autoscaling": {"min_replicas": -1}}}, ["/settings/autoscaling/min_replicas"]),
+    (
+        "layout the placement rules refuse",
+        {S: {"parallelism": {"tp": 8, "nodes": 3}}},
+        ["settings.parallelism", "8/1/1/3", "serving config validate"],
+    ),
     ("no worker group", {"workerGroups": []}, ["/workerGroups", "minItems"]),
     ("bad group name", {"workerGroups": [{"name": "H100_A"}]}, ["/workerGroups/0/name"]),
     (

@@ -183,6 +183,38 @@ def test_pods_run_the_launch_plan_the_cli_prints(
     assert all(b.get("GPU", 0) == printed["gpus_per_rank"] for b in bundles)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"parallelism": {"tp": 4, "dp": 2}},
+        {"parallelism": {"tp": 2, "gpu_type": "h200"}, "engine": {"kind": "vllm"}},
+        {"parallelism": {"tp": 8, "pp": 4, "nodes": 4}, "speculative": {"enabled": False}},
+        {"parallelism": {"tp": 1, "gpu_type": "h100"}, "engine": {"kind": "llamacpp"}, "model": {"path": "/m.gguf"}},
+        {
+            "parallelism": {"tp": 1, "gpu_type": "cpu"},
+            "engine": {"kind": "simulator"},
+            "model": {"preset": "qwen3-tiny"},
+        },
+    ],
+    ids=["tp4-dp2", "vllm-tp2", "4-nodes", "llamacpp-on-a-gpu-type", "simulator-on-cpu"],
+)
+def test_worker_pods_get_the_gpus_and_spread_python_places(settings: dict[str, Any]) -> None:
+    """Layouts no profile uses: each pod asks for the GPUs of one placement bundle, and ranks of a
+    multi-node instance must land on distinct nodes exactly when placement spreads them."""
+    from serving.replica.placement import placement
+
+    docs = render({"settings": settings, "modelCache": {"enabled": False}})
+    group = _one(docs, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    pod = group["template"]["spec"]
+    merged = merged_values({"settings": settings})["settings"]
+    pl = placement(load_settings(overrides=merged, env={}))
+    assert pod["containers"][0]["resources"].get("limits", {}).get("nvidia.com/gpu", 0) == pl.gpus_per_rank
+    assert group["numOfHosts"] == pl.nodes
+    spread = pod["topologySpreadConstraints"][0]["whenUnsatisfiable"]
+    assert (spread == "DoNotSchedule") == (pl.strategy == "STRICT_SPREAD")
+    assert (group["rayStartParams"].get("num-gpus") == "0") == (pl.gpus_per_rank == 0)
+
+
 def test_multinode_profile_spreads_ranks_over_nodes(rendered: dict[str, list[dict[str, Any]]]) -> None:
     profile = next(p for p in PROFILES if "2node" in p)
     ray = _one(rendered[profile], "RayService")
