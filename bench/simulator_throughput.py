@@ -38,6 +38,7 @@ def start(port: int, log: Path) -> subprocess.Popen[bytes]:
             "model": {"preset": "qwen3.6-27b"},
             "engine": {"kind": "simulator", "simulator": {"zero_delay": True}},
             "parallelism": {"tp": 8},
+            "speculative": {"enabled": False},  # one event per token: the events counted are the tokens
         },
         env={},
     )
