@@ -35,9 +35,9 @@ from serving.engines.base import prom_value
 
 POLICIES = ("prefix_affinity", "least_outstanding", "round_robin")
 ENGINES = 4
-# Each policy runs the whole workload ROUNDS times, in A B C then C B A order, and its rounds are
+# Each policy runs the whole workload ROUNDS times, in A B C, C B A, A B C … order, and its rounds are
 # pooled: load that drifts on a shared machine then falls on every policy alike.
-ROUNDS = 2
+ROUNDS = 4
 START_TIMEOUT_S = 120.0
 
 

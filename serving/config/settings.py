@@ -278,7 +278,7 @@ class RoutingSettings(Section):
         1.5, ge=1.0, description="prefix affinity: engines above this × the mean outstanding requests are skipped"
     )
     affinity_miss_weight: float = Field(
-        2.5,
+        2.0,
         ge=0.0,
         description="prefix affinity: each uncached character beyond the best-cached engine's costs "
         "this many characters of queued prefill on top of the wait (0: least wait only; higher: stickier)",
