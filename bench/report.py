@@ -186,18 +186,34 @@ def routing_md(rt: dict[str, Any]) -> str:
         f"Workload: {w['conversations']} coding-agent conversations × {w['turns']} turns "
         f"({w['concurrent_conversations']} at once, {w['max_tokens']} output tokens per turn; each turn adds the "
         f"answer and a tool result), {w['engines']} engines: {w['engine']}; gateway: {w['gateway']}. Cache hit "
-        "rate = cached prompt tokens ÷ prompt tokens, from each response's usage.\n\n"
+        "rate = cached prompt tokens ÷ prompt tokens, from each response's usage."
+        + (
+            f" Each policy ran the workload {w['rounds']} times (policies in turn, the order reversed each round), "
+            "fresh engines every time; its rounds are pooled."
+            if w.get("rounds", 1) > 1
+            else ""
+        )
+        + "\n\n"
     )
     rows = []
     for policy, p in rt["policies"].items():
         if p.get("status") != "measured":
-            rows.append([policy, p.get("status", "not measured"), "", "", "", "", ""])
+            rows.append([policy, p.get("status", "not measured"), "", "", "", "", "", ""])
             continue
         per = " / ".join(f"{e['requests']:.0f}" for e in p["per_engine"])
-        rows.append([policy, fmt(p["cache_hit_rate"], 3), p["ttft_p50_ms"], p["ttft_p95_ms"], p["tokens_per_s"],
+        eng = " / ".join(fmt(_mean_ms(e, "ttft"), 1) for e in p["per_engine"])
+        rows.append([policy, fmt(p["cache_hit_rate"], 3), p["ttft_p50_ms"], p["ttft_p95_ms"], eng, p["tokens_per_s"],
                      f"{per} (max/mean {fmt(p['max_over_mean_requests'], 2)})", p["errors"]])  # fmt: skip
-    hdr = ["policy", "cache hit rate", "TTFT p50 ms", "TTFT p95 ms", "tokens/s", "requests per engine", "errors"]
-    return head + table(hdr, rows) + goals_md(rt.get("goals", []))
+    hdr = ["policy", "cache hit rate", "TTFT p50 ms", "TTFT p95 ms", "engine TTFT mean ms", "tokens/s",
+           "requests per engine", "errors"]  # fmt: skip
+    note = "\n\n*Engine TTFT*: each engine's own `sglang:time_to_first_token_seconds` mean, per engine."
+    return head + table(hdr, rows) + note + goals_md(rt.get("goals", []))
+
+
+def _mean_ms(engine: dict[str, Any], name: str) -> float | None:
+    """Mean of an engine histogram from its sum and count (absent in results of older runs)."""
+    n = engine.get(f"{name}_count")
+    return 1000 * engine[f"{name}_s_sum"] / n if n else None
 
 
 def fidelity_md(fd: dict[str, Any]) -> str:

@@ -268,8 +268,27 @@ class GatewaySettings(Section):
 class RoutingSettings(Section):
     policy: RoutingPolicy = Field(RoutingPolicy.LEAST_OUTSTANDING)
     session_header: str = Field("x-session-id")
-    prefix_chars: int = Field(2048, ge=16, description="leading prompt characters that key prefix affinity")
-    affinity_max_load_ratio: float = Field(1.5, ge=1.0, description="leave the affine engine above this × mean load")
+    prefix_chars: int = Field(
+        2048,
+        ge=16,
+        description="prefix affinity: leading characters (system + first user message) that hash to "
+        "a conversation's home engine, used when this gateway has not seen the conversation",
+    )
+    affinity_max_load_ratio: float = Field(
+        1.5, ge=1.0, description="prefix affinity: engines above this × the mean outstanding requests are skipped"
+    )
+    affinity_miss_weight: float = Field(
+        2.0,
+        ge=0.0,
+        description="prefix affinity: each uncached character beyond the best-cached engine's costs "
+        "this many characters of queued prefill on top of the wait (0: least wait only; higher: stickier)",
+    )
+    prefix_cache_chars: int = Field(
+        1 << 24,
+        ge=4096,
+        description="prefix affinity: conversation characters remembered per engine to estimate "
+        "its prefix cache (least recently used forgotten)",
+    )
     retry_before_first_byte: bool = Field(True)
 
 

@@ -52,7 +52,7 @@ from serving.gateway.ledger import Entry, Ledger
 from serving.gateway.openapi import openapi_builder
 from serving.gateway.presets import apply_presets
 from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, Usage, with_reasoning_tokens
-from serving.gateway.routing import RequestContext, affinity_prefix, make_router
+from serving.gateway.routing import make_router
 from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits, forwarded_body
 from serving.gateway.shared_limits import SharedRateLimiter
 from serving.gateway.upstream import Dispatcher, Upstream
@@ -241,11 +241,7 @@ class Gateway:
 
         thinking = apply_presets(body, self.settings, chat=chat)
         client_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
-        ctx = RequestContext(
-            model=req.model,
-            prefix=affinity_prefix(body, self.settings.routing.prefix_chars),
-            session=incoming.header(self.session_header),
-        )
+        ctx = self.router.context(req.model, body, incoming.header(self.session_header))
         rid = incoming.request_id
         parent = PROPAGATOR.extract(carrier=incoming.trace_carrier()) if b"traceparent" in incoming.headers else None
         entry = self.ledger.open(path, req.model, tenant.id, estimate, t0, parent=parent, attributes={

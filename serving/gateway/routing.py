@@ -1,10 +1,20 @@
 """Routing policies: a registry of classes behind one async ``choose(ctx, endpoints)``.
 
 Load is what this gateway has outstanding on each endpoint (exact: the dispatcher calls the
-router's ``dispatched`` / ``completed`` hooks around every engine request, so per-endpoint load
-lives here and nowhere else), or the engine's own running + queued count from the registry when
-that is higher (other gateway replicas share the engine). Policies never see draining endpoints;
-the caller filters them.
+router's ``dispatched`` / ``first_byte`` / ``completed`` hooks around every engine request, so
+per-endpoint load lives here and nowhere else), or the engine's own running + queued count from the
+registry when that is higher (other gateway replicas share the engine). Policies never see draining
+endpoints; the caller filters them.
+
+Prefix affinity estimates, per engine, what a request would wait for before its first token: the
+prompt work queued there (uncached characters of the requests sent to it whose first byte has not
+come back — an engine answers its first byte after their prefill) plus its own uncached characters,
+which every request queued with it waits for too (one prefill batch). What each engine has cached
+is estimated from what this gateway sent it: the conversation text is cut into blocks of
+``PREFIX_BLOCK_CHARS`` characters with chained hashes (as a paged radix cache keys pages), kept per
+engine in a bounded LRU. The request goes to the engine of least estimated cost, a cache miss
+charged ``routing.affinity_miss_weight`` × its characters on top (the prefill it adds for the
+requests that come after).
 """
 
 from __future__ import annotations
@@ -12,12 +22,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from serving.config.settings import RoutingPolicy, RoutingSettings
 from serving.registry import Endpoint
+
+PREFIX_BLOCK_CHARS = 256  # ≈ 64 tokens: four of SGLang's 16-token pages
+MAX_TRACKED_ENGINES = 256  # prefix trackers kept (least recently used dropped): engines come and go
 
 
 @dataclass(frozen=True)
@@ -27,16 +41,40 @@ class RequestContext:
     model: str
     prefix: str = ""  # system + first user message (chat) or the prompt, cut to routing.prefix_chars
     session: str | None = None  # the session header's value
+    blocks: tuple[int, ...] = ()  # chained hashes of each full PREFIX_BLOCK_CHARS block of the conversation
+    chars: int = 0  # the conversation text's length
+    history_blocks: int = 0  # full blocks before the last assistant message: what an earlier turn sent
+
+
+@dataclass(eq=False)
+class Dispatch:
+    """One engine request, from ``dispatched`` to ``completed``."""
+
+    endpoint: Endpoint
+    prefill_chars: int = 0  # estimated uncached prompt characters, counted as queued until the first byte
+    prefilling: bool = True
+    done: bool = False
 
 
 class Outstanding:
-    """Requests this gateway has in flight per endpoint url."""
+    """Requests this gateway has in flight per endpoint url, and those of them still before their
+    first byte with their estimated uncached prompt characters."""
 
     def __init__(self) -> None:
         self._n: dict[str, int] = {}
+        self._prefill: dict[str, tuple[int, int]] = {}  # url → (requests, characters)
 
-    def inc(self, url: str) -> None:
+    def inc(self, url: str, prefill_chars: int = 0) -> None:
         self._n[url] = self._n.get(url, 0) + 1
+        n, chars = self._prefill.get(url, (0, 0))
+        self._prefill[url] = (n + 1, chars + prefill_chars)
+
+    def prefilled(self, url: str, prefill_chars: int = 0) -> None:
+        n, chars = self._prefill.get(url, (0, 0))
+        if n > 1:
+            self._prefill[url] = (n - 1, max(chars - prefill_chars, 0))
+        else:
+            self._prefill.pop(url, None)
 
     def dec(self, url: str) -> None:
         left = self._n.get(url, 0) - 1
@@ -48,8 +86,39 @@ class Outstanding:
     def get(self, url: str) -> int:
         return self._n.get(url, 0)
 
+    def queued_prefill(self, url: str) -> tuple[int, int]:
+        """(requests, uncached characters) sent to ``url`` whose first byte has not come back."""
+        return self._prefill.get(url, (0, 0))
+
     def load(self, ep: Endpoint) -> float:
         return max(float(self.get(ep.url)), ep.load)
+
+
+class PrefixTracker:
+    """What one engine probably holds in its prefix cache: the block hashes this gateway sent it,
+    least recently used dropped beyond ``capacity_blocks``. A request matches its leading blocks."""
+
+    def __init__(self, capacity_blocks: int) -> None:
+        self.capacity_blocks = max(capacity_blocks, 1)
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+
+    def match(self, blocks: Sequence[int]) -> int:
+        n = 0
+        for b in blocks:
+            if b not in self._blocks:
+                break
+            n += 1
+        return n
+
+    def insert(self, blocks: Sequence[int]) -> None:
+        for b in blocks:
+            self._blocks[b] = None
+            self._blocks.move_to_end(b)
+        while len(self._blocks) > self.capacity_blocks:
+            self._blocks.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._blocks)
 
 
 class Router:
@@ -62,16 +131,36 @@ class Router:
         self.outstanding = outstanding if outstanding is not None else Outstanding()
         self.rng = rng or random.Random()  # noqa: S311  # load balancing, not cryptography
 
+    def context(self, model: str, body: dict[str, Any], session: str | None = None) -> RequestContext:
+        """The keys this policy routes on, from the validated request body."""
+        return RequestContext(model, session=session)
+
     async def choose(self, ctx: RequestContext, endpoints: Sequence[Endpoint]) -> Endpoint:
         raise NotImplementedError
 
-    def dispatched(self, ep: Endpoint) -> None:
-        """A request was sent to ``ep``; every call is matched by one ``completed``."""
-        self.outstanding.inc(ep.url)
+    def prefill_estimate(self, ep: Endpoint, ctx: RequestContext) -> int:
+        """Uncached prompt characters of ``ctx`` on ``ep`` (policies that estimate caches)."""
+        return 0
 
-    def completed(self, ep: Endpoint) -> None:
-        """A request sent to ``ep`` ended (answered, failed, or aborted)."""
-        self.outstanding.dec(ep.url)
+    def dispatched(self, ep: Endpoint, ctx: RequestContext | None = None) -> Dispatch:
+        """A request was sent to ``ep``; every call is matched by one ``completed``."""
+        d = Dispatch(ep, self.prefill_estimate(ep, ctx) if ctx is not None else 0)
+        self.outstanding.inc(ep.url, d.prefill_chars)
+        return d
+
+    def first_byte(self, d: Dispatch) -> None:
+        """The engine answered the first byte: its prefill of the request is done."""
+        if d.prefilling:
+            d.prefilling = False
+            self.outstanding.prefilled(d.endpoint.url, d.prefill_chars)
+
+    def completed(self, d: Dispatch) -> None:
+        """A request ended (answered, failed, or aborted). Idempotent."""
+        if d.done:
+            return
+        self.first_byte(d)
+        d.done = True
+        self.outstanding.dec(d.endpoint.url)
 
     def load(self, ep: Endpoint) -> float:
         return self.outstanding.load(ep)
@@ -117,10 +206,76 @@ class _AffinityRouter(Router):
 
 
 class PrefixAffinityRouter(_AffinityRouter):
+    """Least estimated wait for the first token, cache misses charged (module docstring). A prompt
+    shorter than one block falls back to the rendezvous hash of its head, with spill-over."""
+
     name = RoutingPolicy.PREFIX_AFFINITY
+
+    def __init__(self, cfg: RoutingSettings, outstanding: Outstanding | None = None, rng: random.Random | None = None):
+        super().__init__(cfg, outstanding, rng)
+        self._trackers: OrderedDict[str, PrefixTracker] = OrderedDict()
+        self._capacity_blocks = cfg.prefix_cache_chars // PREFIX_BLOCK_CHARS
 
     def key(self, ctx: RequestContext) -> str | None:
         return ctx.prefix or None
+
+    def context(self, model: str, body: dict[str, Any], session: str | None = None) -> RequestContext:
+        text, history = conversation_text(body)
+        return RequestContext(
+            model,
+            prefix=affinity_prefix(body, self.cfg.prefix_chars),
+            session=session,
+            blocks=block_hashes(text),
+            chars=len(text),
+            history_blocks=history // PREFIX_BLOCK_CHARS,
+        )
+
+    def tracker(self, url: str) -> PrefixTracker:
+        t = self._trackers.get(url)
+        if t is None:
+            t = self._trackers[url] = PrefixTracker(self._capacity_blocks)
+            while len(self._trackers) > MAX_TRACKED_ENGINES:
+                self._trackers.popitem(last=False)
+        else:
+            self._trackers.move_to_end(url)
+        return t
+
+    def cached_blocks(self, ctx: RequestContext, endpoints: Sequence[Endpoint], home: Endpoint) -> dict[str, int]:
+        """Leading blocks of ``ctx`` each engine probably holds. When no engine is known to hold the
+        conversation's history (another gateway replica served its earlier turns), ``home`` is
+        presumed to: that is where a replica without better knowledge sent them."""
+        held = {ep.url: self.tracker(ep.url).match(ctx.blocks) for ep in endpoints}
+        if max(held.values()) < ctx.history_blocks:
+            held[home.url] = max(held[home.url], ctx.history_blocks)
+        return held
+
+    async def choose(self, ctx: RequestContext, endpoints: Sequence[Endpoint]) -> Endpoint:
+        if not ctx.blocks or len(endpoints) == 1:
+            return await super().choose(ctx, endpoints)
+        loads = {ep.url: self.outstanding.load(ep) for ep in endpoints}
+        limit = self.cfg.affinity_max_load_ratio * max(sum(loads.values()) / len(endpoints), 1.0)
+        pool = [ep for ep in endpoints if loads[ep.url] <= limit] or list(endpoints)
+        home = _rendezvous(ctx.prefix, pool)  # ties go here, so replicas place a new conversation alike
+        held = self.cached_blocks(ctx, pool, home)
+        most = max(held.values())
+        miss_weight = self.cfg.affinity_miss_weight
+
+        def cost(ep: Endpoint) -> tuple[float, bool, float, str]:
+            queued, queued_chars = self.outstanding.queued_prefill(ep.url)
+            uncached = max(ctx.chars - held[ep.url] * PREFIX_BLOCK_CHARS, 0)
+            missed = (most - held[ep.url]) * PREFIX_BLOCK_CHARS
+            wait = queued_chars + (1 + queued) * uncached  # its own prefill delays the queued ones too
+            return wait + miss_weight * missed, ep is not home, loads[ep.url], ep.replica_id
+
+        return min(pool, key=cost)
+
+    def prefill_estimate(self, ep: Endpoint, ctx: RequestContext) -> int:
+        if not ctx.blocks:
+            return 0
+        t = self.tracker(ep.url)
+        uncached = max(ctx.chars - t.match(ctx.blocks) * PREFIX_BLOCK_CHARS, 0)
+        t.insert(ctx.blocks)  # the engine's radix cache keeps the prompt once prefilled
+        return uncached
 
 
 class SessionAffinityRouter(_AffinityRouter):
@@ -151,6 +306,37 @@ def make_router(
     cfg: RoutingSettings, outstanding: Outstanding | None = None, rng: random.Random | None = None
 ) -> Router:
     return ROUTERS[cfg.policy](cfg, outstanding, rng)
+
+
+def conversation_text(body: dict[str, Any]) -> tuple[str, int]:
+    """The text a request's prompt is rendered from, in order (each chat message's role and content,
+    or the prompt), and how many of its leading characters come before the last assistant message
+    (the part an earlier turn of the conversation already sent). Tools are left out."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list):
+        prompt = body.get("prompt")
+        return (prompt if isinstance(prompt, str) else repr(prompt)), 0
+    turns = [m for m in msgs if isinstance(m, dict)]
+    parts = [f"{m.get('role')}\0{_text(m.get('content'))}{_calls(m.get('tool_calls'))}\0" for m in turns]
+    last_assistant = max((i for i, m in enumerate(turns) if m.get("role") == "assistant"), default=0)
+    history = sum(len(p) for p in parts[:last_assistant])
+    return "".join(parts), history
+
+
+def block_hashes(text: str) -> tuple[int, ...]:
+    """Chained hashes of each full ``PREFIX_BLOCK_CHARS`` block: equal exactly as far as two texts'
+    leading blocks agree (a partial last block is never counted, as engines cache whole pages). The
+    built-in hash suffices: the trackers live in this process."""
+    out: list[int] = []
+    h = 0
+    for i in range(0, len(text) - PREFIX_BLOCK_CHARS + 1, PREFIX_BLOCK_CHARS):
+        h = hash((h, text[i : i + PREFIX_BLOCK_CHARS]))
+        out.append(h)
+    return tuple(out)
+
+
+def _calls(calls: object) -> str:
+    return repr(calls) if calls else ""
 
 
 def affinity_prefix(body: dict[str, object], chars: int) -> str:

@@ -4,7 +4,9 @@ byte; on an engine failure before that byte, once more on another engine. One re
 
 The router's ``dispatched`` / ``completed`` hooks bracket every engine request, so the per-endpoint
 load the policies balance is kept in the router alone: a failed attempt completes at once, a
-successful one when its :class:`Upstream` is closed.
+successful one when its :class:`Upstream` is closed. ``first_byte`` marks the engine's first answer
+byte (an engine streams nothing before its prefill is done), so the router knows the prompt work
+still queued per engine.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 from serving.gateway.engine_client import WIRE_ERRORS, EngineClient, EngineResponse
 from serving.gateway.errors import ApiError, from_upstream
-from serving.gateway.routing import RequestContext, Router
+from serving.gateway.routing import Dispatch, RequestContext, Router
 from serving.observability.metrics import GatewayMetrics
 from serving.registry import Endpoint
 
@@ -90,21 +92,23 @@ class Dispatcher:
                 self.metrics.upstream_retries.inc()
             ep = await self.router.choose(ctx, pool)
             tried.add(ep.url)
-            self.router.dispatched(ep)
+            sent = self.router.dispatched(ep, ctx)
             self.metrics.routed.labels(ep.replica_id, self.policy).inc()
             resp: EngineResponse | None = None
             try:
                 resp = await self.client.post(ep.url.rstrip("/") + path, payload, headers)
                 if resp.status == 200:
-                    done = _once(self.router.completed, ep)
+                    done = _once(self.router.completed, sent)
                     if not stream:
                         body = await resp.read()
+                        self.router.first_byte(sent)
                         return Upstream(ep, resp, body, on_close=done)
                     chunks = resp.chunks()
                     first = b""
                     async for first in chunks:
                         if first:
                             break
+                    self.router.first_byte(sent)
                     return Upstream(ep, resp, first, chunks, on_close=done)
                 body = await resp.read()
                 await resp.close()
@@ -120,11 +124,11 @@ class Dispatcher:
             except BaseException:  # a final 4xx, or the client left (cancellation): abort the engine request
                 if resp is not None:
                     await asyncio.shield(resp.close())
-                self.router.completed(ep)
+                self.router.completed(sent)
                 raise
-            self.router.completed(ep)
+            self.router.completed(sent)
         raise last or ApiError(503, "no engine available", code="no_engine", retry_after_s=1)
 
 
-def _once(fn: Callable[[Endpoint], None], ep: Endpoint) -> Callable[[], None]:
-    return lambda: fn(ep)
+def _once(fn: Callable[[Dispatch], None], sent: Dispatch) -> Callable[[], None]:
+    return lambda: fn(sent)

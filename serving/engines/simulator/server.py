@@ -182,8 +182,8 @@ class Simulator:
         chunks = [] if per_step else enc.tokens(job.out)
         n = job.out.n_tokens
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        if first is not None:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+        # SGLang sends the role chunk with the first output (after the prefill), not before it
+        head = first or b""
         i = events = 0
         last = 0.0
         c = self.counts
@@ -194,6 +194,8 @@ class Simulator:
                 break  # aborted by /abort_request
             j = min(avail, n) if per_step else i + 1
             body = enc.step(job.out, i, j) if per_step else chunks[i]
+            if head:
+                body, head = head + body, b""
             await send({"type": "http.response.body", "body": body, "more_body": True})
             k, i = j - i, j
             if crash is not None:
@@ -224,7 +226,7 @@ class Simulator:
         await send(
             {
                 "type": "http.response.body",
-                "body": enc.end(job.out, finish, u if job.req.include_usage else None),
+                "body": head + enc.end(job.out, finish, u if job.req.include_usage else None),
                 "more_body": False,
             }
         )

@@ -179,6 +179,23 @@ def test_stream_ends_with_done_and_no_usage_without_include_usage(sim: Sim) -> N
     assert all("usage" not in json.loads(ln[6:]) or json.loads(ln[6:])["usage"] is None for ln in lines[:-1])
 
 
+def test_first_body_bytes_come_after_the_prefill_with_the_role_and_the_first_token(sim: Sim) -> None:
+    """SGLang emits the role chunk with the first output, so the first byte marks the prefill's end
+    (the gateway's prefix affinity counts a request's prompt as queued until then)."""
+    with httpx.stream(
+        "POST",
+        sim.base + "/v1/chat/completions",
+        json={"messages": MSG, "max_tokens": 3, "stream": True},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    ) as r:
+        first = next(r.iter_raw())
+    events = [json.loads(e[6:]) for e in first.decode().split("\n\n") if e.startswith("data: ")]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    tokens = [e for e in events[1:] if any(e["choices"][0]["delta"].get(k) for k in ("content", "reasoning_content"))]
+    assert tokens  # the prefill's token came in the same read
+
+
 def test_tool_call_required_and_named(client: openai.OpenAI) -> None:
     tools = [
         {

@@ -111,3 +111,20 @@ def test_render_reports_unmeasured_sections_without_numbers() -> None:
     assert "## 3. Simulator fidelity" in md
     assert "not measured: report missing" in md
     assert "`python -m bench.run --quick`" in md
+
+
+def _policy(hits: float, p50: float, p95: float) -> dict[str, Any]:
+    return {"status": "measured", "cache_hit_rate": hits, "ttft_p50_ms": p50, "ttft_p95_ms": p95,
+            "max_over_mean_requests": 1.1}  # fmt: skip
+
+
+def test_routing_goals_judge_prefix_affinity_latency_and_hits_against_round_robin() -> None:
+    from bench.routing import goals
+
+    met = {g["goal"]: g["met"] for g in goals({"prefix_affinity": _policy(0.78, 20.0, 60.0),
+                                                "round_robin": _policy(0.52, 20.0, 59.0)})}  # fmt: skip
+    assert met["prefix affinity cache hits ≥ 1.5× round robin's"] is True  # 1.5×
+    assert met["prefix affinity TTFT p50 ≤ round robin's (ms)"] is True  # equal is not above
+    assert met["prefix affinity TTFT p95 ≤ round robin's (ms)"] is False
+    open_ = {g["goal"]: g["met"] for g in goals({"prefix_affinity": _policy(0.7, 20.0, 60.0), "round_robin": {}})}
+    assert set(open_.values()) == {None, True}  # round robin not measured: its comparisons stay open

@@ -17,7 +17,7 @@ from serving.gateway import create_app
 from serving.gateway.admission import Admission
 from serving.gateway.auth import Priority, Tenant
 from serving.gateway.errors import ApiError
-from serving.gateway.routing import make_router
+from serving.gateway.routing import Dispatch, make_router
 from serving.observability.metrics import GatewayMetrics
 from serving.registry import Endpoint
 
@@ -35,6 +35,7 @@ class Rig:
         self.router = make_router(s.routing)
         self.admission = Admission(s.gateway.limits, self.router, GatewayMetrics(), self.endpoints)
         self.order: list[str] = []
+        self.sent: list[Dispatch] = []
 
     async def endpoints(self, model: str) -> Sequence[Endpoint]:
         return [self.ep]
@@ -42,11 +43,11 @@ class Rig:
     async def request(self, tenant: Tenant) -> None:
         """Admitted → dispatched (counted by the router) → recorded; held until ``finish``."""
         await self.admission.admit(MODEL, tenant, [self.ep])
-        self.router.dispatched(self.ep)
+        self.sent.append(self.router.dispatched(self.ep))
         self.order.append(tenant.name)
 
     def finish(self) -> None:
-        self.router.completed(self.ep)
+        self.router.completed(self.sent.pop(0))
         self.admission.poke()
 
     async def settle(self) -> None:
