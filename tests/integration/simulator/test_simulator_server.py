@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import httpx
 import openai
@@ -166,14 +167,15 @@ def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
     assert chunks[-1].usage.completion_tokens == 10
 
 
+def _short_stream(sim: Sim) -> AbstractContextManager[httpx.Response]:
+    """A 3-token chat stream."""
+    body = {"messages": MSG, "max_tokens": 3, "stream": True}
+    return httpx.stream("POST", sim.base + "/v1/chat/completions", json=body,
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=30)  # fmt: skip
+
+
 def test_stream_ends_with_done_and_no_usage_without_include_usage(sim: Sim) -> None:
-    with httpx.stream(
-        "POST",
-        sim.base + "/v1/chat/completions",
-        json={"messages": MSG, "max_tokens": 3, "stream": True},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=30,
-    ) as r:
+    with _short_stream(sim) as r:
         lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert all("usage" not in json.loads(ln[6:]) or json.loads(ln[6:])["usage"] is None for ln in lines[:-1])
@@ -182,13 +184,7 @@ def test_stream_ends_with_done_and_no_usage_without_include_usage(sim: Sim) -> N
 def test_first_body_bytes_come_after_the_prefill_with_the_role_and_the_first_token(sim: Sim) -> None:
     """SGLang emits the role chunk with the first output, so the first byte marks the prefill's end
     (the gateway's prefix affinity counts a request's prompt as queued until then)."""
-    with httpx.stream(
-        "POST",
-        sim.base + "/v1/chat/completions",
-        json={"messages": MSG, "max_tokens": 3, "stream": True},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=30,
-    ) as r:
+    with _short_stream(sim) as r:
         first = next(r.iter_raw())
     events = [json.loads(e[6:]) for e in first.decode().split("\n\n") if e.startswith("data: ")]
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
