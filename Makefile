@@ -56,7 +56,7 @@ serve: install llama-server ## run the whole stack locally: Ray + gateway + llam
 	$(LLAMA_PATH) $(BIN)/serving serve $(ARGS)
 
 test: install llama-server engine-wheels prometheus lint ## lint, type-check and run every test (unit, integration, e2e)
-	$(PYTEST) -m "unit or integration or e2e" $(PYTEST_ARGS)
+	$(PYTEST) -m "unit or integration or e2e" --durations=25 $(PYTEST_ARGS)
 
 test-unit: install engine-wheels ## unit tests only (seconds)
 	$(PYTEST) -m unit $(PYTEST_ARGS)
