@@ -104,5 +104,5 @@ def test_the_simulator_serves_qwen36_on_a_machine_without_gpus(tmp_path):
         assert answer["usage"]["completion_tokens"] >= 1
     finally:
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)  # as a supervisor stops it: `serving serve` stops its own Ray
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as the README says to stop it
         _finish(proc, 60)
