@@ -269,7 +269,16 @@ def admission_md(ad: dict[str, Any]) -> str:
                      "yes" if c["ok"] else "NO"])  # fmt: skip
     hdr = ["layout", "scenario", "c", "default mr", "tok/s", "failed / retracted", "best mr", "tok/s",
            "full-context mr", "tok/s", "default/best %", "goal"]  # fmt: skip
-    return head + table(hdr, rows)
+    out = head + table(hdr, rows)
+    sens = ad.get("share_sensitivity")
+    if sens:
+        lays = list(sens[0]["defaults"])
+        out += (f"\n\nThe default at other `memory.kv_share_tokens` (this run's: {ad.get('kv_share_tokens')}; "
+                "0 = the state slots alone):\n\n")  # fmt: skip
+        out += table(["kv_share_tokens", *(f"default mr {lay}" for lay in lays), "cells met", "worst default/best %"],
+                     [[r["kv_share_tokens"], *(r["defaults"][lay] for lay in lays), f"{r['cells_met']} / {r['cells']}",
+                       f"{100 * r['worst_default_vs_best']:.1f}"] for r in sens])  # fmt: skip
+    return out
 
 
 def section_status_md(data: dict[str, Any]) -> str:

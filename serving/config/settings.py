@@ -202,6 +202,13 @@ class MemorySettings(Section):
     kv_tokens_per_request: int | None = Field(
         None, ge=1, description="reserve this many KV tokens per running request (as reserve_full_context, smaller)"
     )
+    kv_share_tokens: int = Field(
+        16384,
+        ge=0,
+        description="unset max_running_requests leaves each running request at least this many KV-pool tokens on "
+        "average (its context and the prefix cache): each running slot's speculative states come out of that pool; "
+        "0 = the state slots alone",
+    )
     mamba_ssm_dtype: SsmDtype = Field(SsmDtype.BFLOAT16, description="recurrent (GDN) state dtype")
     radix_cache_strategy: str = Field("extra_buffer", pattern="^(auto|no_buffer|extra_buffer|extra_buffer_lazy)$")
     chunked_prefill_size: int | None = Field(None, ge=-1, description="prefill chunk tokens (-1 disables)")

@@ -188,14 +188,30 @@ def test_every_problem_is_reported_at_once():
 def test_default_max_running_follows_sglang_pools_not_a_full_context_reservation():
     from serving.config.validation import settings_fit
 
-    s = load(parallelism={"tp": 1, "gpu_type": "h200"})
-    fit = settings_fit(s, running=None)
-    n = resolved_max_running(s)
-    # bounded by the state slots (5 per running request with extra_buffer), not context × requests
-    assert n == fit.cap.state_slots // fit.cap.slots_per_request == fit.cap.max_running
-    full = resolved_max_running(load(parallelism={"tp": 1, "gpu_type": "h200"}, memory={"reserve_full_context": True}))
+    h200 = {"tp": 1, "gpu_type": "h200"}
+    slots_only = load(parallelism=h200, memory={"kv_share_tokens": 0})
+    fit = settings_fit(slots_only, running=None)
+    # with no pool share asked: bounded by the state slots (5 per running request), not context × requests
+    assert resolved_max_running(slots_only) == fit.cap.state_slots // fit.cap.slots_per_request == fit.cap.max_running
+    full = resolved_max_running(load(parallelism=h200, memory={"reserve_full_context": True}))
     assert full * 262144 <= fit.cap.kv_pool_tokens + 262144  # the opt-in reserves the whole context
-    assert n > 10 * full
+    assert resolved_max_running(load(parallelism=h200)) > 10 * full
+
+
+def test_default_max_running_leaves_each_running_request_its_share_of_the_kv_pool():
+    from serving.config.validation import settings_fit
+
+    s = load(parallelism={"tp": 1, "gpu_type": "h200"})
+    share = s.memory.kv_share_tokens
+    n = resolved_max_running(s)
+    bound = settings_fit(s, running=None).cap.max_running
+    assert 1 <= n < bound  # the state slots alone would admit more than the pool can share out
+    # the pool shrinks as running slots grow (their speculative states): n keeps the share, n + 1 not
+    assert settings_fit(s, running=n).cap.kv_pool_tokens >= n * share
+    assert settings_fit(s, running=n + 1).cap.kv_pool_tokens < (n + 1) * share
+    half = load(parallelism={"tp": 1, "gpu_type": "h200"}, memory={"kv_share_tokens": share // 2})
+    smaller = resolved_max_running(half)
+    assert n < smaller <= bound
 
 
 def test_explicit_running_above_the_state_slots_is_refused_with_what_each_choice_costs():
