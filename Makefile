@@ -57,14 +57,18 @@ serve: install llama-server ## run the whole stack locally: Ray + gateway + llam
 
 # llama-server's first build (~6 min, CPU-bound) runs beside the lint, the type-check and the unit
 # tests, which need no engine binary; the integration and e2e tests start once it is proven.
+# The first llama-server build (~6 min of both cores) compiles at idle priority beside the lint, the
+# type-check, the unit tests and the integration/e2e tests that need no engine binary (mostly waiting
+# on processes); the tests marked llama_server run once it is done.
 test: install engine-wheels prometheus ## lint, type-check and run every test (unit, integration, e2e)
-	@set -e; $(MAKE) --no-print-directory llama-server & build=$$!; \
+	@set -e; LLAMA_BUILD_IDLE=1 $(MAKE) --no-print-directory llama-server & build=$$!; \
 	trap 'kill $$build 2>/dev/null || true' EXIT; \
 	$(MAKE) --no-print-directory lint; \
 	$(PYTEST) -m unit $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
+	$(PYTEST) -m "(integration or e2e) and not llama_server" --durations=20 $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
 	wait $$build; trap - EXIT
-	@# exit 5 = nothing selected in this half (PYTEST_ARGS naming only unit, or only other, tests)
-	$(PYTEST) -m "integration or e2e" --durations=25 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@# exit 5 = nothing selected in this part (PYTEST_ARGS naming tests of another part only)
+	$(PYTEST) -m "(integration or e2e) and llama_server" --durations=10 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-unit: install engine-wheels ## unit tests only (seconds)
 	$(PYTEST) -m unit $(PYTEST_ARGS)

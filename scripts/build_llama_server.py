@@ -13,8 +13,12 @@ rejected with the reason and the next configuration of the ladder is built:
     baseline        no vector extensions beyond the x86-64 baseline: last resort
 
 ``LLAMA_CONFIGS=portable`` (comma-separated names) replaces the ladder, e.g. for images that must
-run on other CPUs. Every binary built is kept in ``<cache>/variants/<config>/`` (``make bench``
-compares their tokens/s side by side). The cache stamp ``<cache>/bin/llama-server.json`` records
+run on other CPUs. ``LLAMA_BUILD_IDLE=1`` compiles at the lowest CPU priority (``SCHED_IDLE``, else
+nice 19), so the build only takes CPU that other work leaves idle (``make test`` runs the tests that
+need no engine binary meanwhile); the smoke generation runs at normal priority.
+
+Every binary built is kept in ``<cache>/variants/<config>/`` (``make bench`` compares their tokens/s
+side by side). The cache stamp ``<cache>/bin/llama-server.json`` records
 the configuration, the compiler flags of ggml's CPU backend, and the CPU features the binary was
 proven on; a later run reuses the binary only where the compiler sees the same features and version.
 """
@@ -160,6 +164,14 @@ def fetch_source(cache: Path) -> Path:
     return src / "llama.cpp"
 
 
+def _idle_priority() -> None:
+    """In the compiler's process before exec: run only on CPU nothing else wants (inherited by ninja's jobs)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
 def build(src: Path, build_dir: Path, config: Config, log: Path) -> Path:
     tools = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": tools + os.pathsep + os.environ.get("PATH", "")}
@@ -173,6 +185,7 @@ def build(src: Path, build_dir: Path, config: Config, log: Path) -> Path:
     proc = subprocess.Popen(
         ["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", jobs],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=_idle_priority if os.environ.get("LLAMA_BUILD_IDLE") == "1" else None,  # noqa: PLW1509
     )  # fmt: skip
     assert proc.stdout is not None
     last = 0.0

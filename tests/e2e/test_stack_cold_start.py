@@ -1,5 +1,5 @@
 """Scale to zero without failures, on real Ray: the engine deployment (``min_replicas=0``) scales
-down to no replica; requests sent while its next replica starts (the simulator's slow start, 20 s)
+down to no replica; requests sent while its next replica starts (the simulator's slow start, 10 s)
 are held by the gateway and all answered once the replica is ready — none fails.
 
 Run: ``.venv/bin/python -m pytest -q -s tests/e2e/test_stack_cold_start.py`` (prints the figures)."""
@@ -17,9 +17,9 @@ from tests.e2e.stack import running_stack, stack_settings
 
 pytestmark = pytest.mark.e2e
 MODEL = "smollm2-135m"
-SLOW_START_S = 20.0
+SLOW_START_S = 10.0
 REQUESTS = 6
-SPACING_S = 2.0  # the 6 requests go out over the first 10 s of the 20 s start
+SPACING_S = 1.0  # the 6 requests go out over the first 5 s of the 10 s start
 
 
 def registered() -> int:

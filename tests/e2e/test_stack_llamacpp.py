@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.stack import engine_processes, running_stack, stack_settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.llama_server]  # needs the llama-server build
 
 
 def test_local_default_streams_real_text_and_stops_cleanly():

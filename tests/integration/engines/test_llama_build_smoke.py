@@ -13,6 +13,7 @@ from tests.conftest import LLAMA_SERVER as BINARY
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.llama_server
 def test_the_built_llama_server_passes_its_smoke_generation(build, tmp_path):
     assert BINARY.exists(), "run `make llama-server`"
     result = build.smoke_generate(BINARY, build.shipped_gguf(), log=tmp_path / "smoke.log", tokens=4)

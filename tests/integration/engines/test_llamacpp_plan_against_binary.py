@@ -10,7 +10,7 @@ import pytest
 from serving.config import load_settings
 from serving.engines import plan_instance
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.llama_server]  # needs the llama-server build
 
 
 def test_every_llamacpp_option_exists_in_llama_server_help():

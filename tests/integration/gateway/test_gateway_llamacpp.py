@@ -13,7 +13,7 @@ from gateway_procs import settings_for, wait_until
 
 from serving.engines import get_engine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.llama_server]  # needs the llama-server build
 
 MODEL = "smollm2-135m"
 KEY = "sk-integration-0123456789"

@@ -18,7 +18,7 @@ from replica_helpers import pid_gone, poll
 from serving.config import load_settings
 from serving.registry import registry_actor
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.llama_server]  # needs the llama-server build
 
 _PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_DETACH = 0x4206, 0x4207, 17
 
