@@ -5,16 +5,21 @@ when its engine is ready and re-publishes it (with fresh load) every autoscaling
 it withdraws it when it drains or stops. A replica that dies without withdrawing is dropped once
 its record is older than ``ttl_s`` (30 s: long enough that replicas whose re-publish calls are slowed
 by a saturated machine are not dropped — a stale record costs little, because the gateway retries
-once on another engine before the first byte). The gateway polls ``snapshot`` about once a second — never per
-token: token streams go gateway ⇄ engine over HTTP.
+once on another engine before the first byte). The gateway refreshes its copy from ``snapshot`` about once a second, in
+the background — never per token, and no request waits for it while the copy holds engines: token
+streams go gateway ⇄ engine over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger("serving.registry")
 
 REGISTRY_ACTOR = "qwen-serve-endpoints"
 REGISTRY_NAMESPACE = "qwen-serve"
@@ -95,19 +100,37 @@ def registry_actor(ttl_s: float = 30.0) -> Any:
 
 
 class RegistryEndpoints:
-    """EndpointSource backed by the registry actor, cached for ``refresh_s``."""
+    """EndpointSource backed by the registry actor, cached for ``refresh_s``.
 
-    def __init__(self, refresh_s: float = 1.0):
-        self.refresh_s = refresh_s
+    Under traffic no request waits for the actor: a copy older than ``refresh_s`` starts one
+    refresh in the background (single flight) and the request is routed on the copy. A request
+    waits for the snapshot only when the copy is empty (first request, engines scaled to zero) or
+    older than ``max_stale_s`` (no traffic for a while: engines may have gone, or come)."""
+
+    def __init__(self, refresh_s: float = 1.0, max_stale_s: float = 2.0):
+        self.refresh_s, self.max_stale_s = refresh_s, max(max_stale_s, refresh_s)
         self._cache: list[Endpoint] = []
-        self._fetched = 0.0
+        self._fetched = float("-inf")  # when the copy was last refreshed
         self._actor: Any = None
+        self._refresh: asyncio.Future[None] | None = None
 
     async def endpoints(self) -> Sequence[Endpoint]:
-        if time.monotonic() - self._fetched >= self.refresh_s:
-            if self._actor is None:
-                self._actor = registry_actor()
-            records = await self._actor.snapshot.remote()
-            self._cache = [Endpoint(**r) for r in records]
-            self._fetched = time.monotonic()
+        age = time.monotonic() - self._fetched
+        if age >= self.refresh_s and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.ensure_future(self._fetch())
+            self._refresh.add_done_callback(_log_failed_refresh)
+        if (not self._cache or age >= self.max_stale_s) and self._refresh is not None and not self._refresh.done():
+            await asyncio.shield(self._refresh)  # a cancelled request leaves the refresh to the others
         return self._cache
+
+    async def _fetch(self) -> None:
+        if self._actor is None:
+            self._actor = registry_actor()
+        records = await self._actor.snapshot.remote()
+        self._cache = [Endpoint(**r) for r in records]
+        self._fetched = time.monotonic()
+
+
+def _log_failed_refresh(f: asyncio.Future[None]) -> None:
+    if not f.cancelled() and f.exception() is not None:
+        log.warning("engine registry refresh failed (routing on the cached list): %r", f.exception())
