@@ -92,7 +92,14 @@ RATE_LABELS = {"mtp": "MTP on: one SSE event per verify step (SGLang's shape)", 
 def stack_md(st: dict[str, Any]) -> str:
     w = st["workload"]
     size = f"{w['duration_s']:g} s" if w.get("duration_s") else f"{w['requests']} requests"
-    low = f", then {w['low_concurrency']} streams for the same time (added TTFT)" if w.get("low_concurrency") else ""
+    low = ""
+    if w.get("low_concurrency"):
+        pace = w.get("low_pace") or {}
+        tpot = pace.get("fixed_tpot_s")
+        low = (f"; then, for added TTFT where the CPU is not saturated, {w['low_concurrency']} streams × "
+               f"{w.get('low_max_tokens')} tokens for the same time against a restart of the arm whose engine "
+               "decodes at a fixed pace" + (f" ({1 / tpot:g} tokens/s per stream, first token at once)" if tpot else "")
+               + " (*busy %*: the CPU all measured processes used, in % of the machine's cores)")  # fmt: skip
     head = (
         f"Workload per arm: {w['concurrency']} concurrent closed-loop streams for {size}{low}; {w['max_tokens']} "
         f"output tokens (`ignore_eos`), after {w['warmup_requests']} warm-up requests; engine: {w['engine']}. "
@@ -113,7 +120,7 @@ def _stack_rate_md(st: dict[str, Any]) -> str:
     for key, m in st["arms"].items():
         s = m.get("summary")
         if not s:
-            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 13])
+            rows.append([f"({key}) {m['label']}", m["status"], *[""] * 14])
             continue
         cpu = m["cpu_ms_per_request"]
         vs = st["vs_direct"].get(key, {})
@@ -129,6 +136,7 @@ def _stack_rate_md(st: dict[str, Any]) -> str:
                 s["ttft_p50_ms"],
                 s["ttft_p99_ms"],
                 fmt(low.get("ttft_p50_ms"), 2) + " / " + fmt(low.get("ttft_p99_ms"), 2) if low else "—",
+                fmt(100 * m["low"]["cpu_busy_share"], 1) if low and m["low"].get("cpu_busy_share") is not None else "—",
                 fmt(vs.get("low_added_ttft_p50_ms"), 2) + " / " + fmt(vs.get("low_added_ttft_p99_ms"), 2)
                 if low
                 else "—",
@@ -149,6 +157,7 @@ def _stack_rate_md(st: dict[str, Any]) -> str:
         "TTFT p50 ms",
         "TTFT p99 ms",
         "low-conc. TTFT p50 / p99 ms",
+        "low-conc. busy %",
         "added p50 / p99 ms",
         "stack CPU-ms/req",
         "net of idle",

@@ -52,7 +52,7 @@ def stack_tax(args: Options, logs: Path) -> dict[str, Any]:
         warmup=64 if args.quick else 128,
         max_tokens=args.max_tokens or (32 if args.quick else 128),
     )
-    low = Spec(**{**spec.__dict__, "concurrency": st.LOW_CONCURRENCY, "warmup": 8})
+    low = st.low_spec(spec)
     out = st.run(spec, logs / "stack_tax", args.arms, rates=args.event_rates, low=low, profile=args.profile)
     return {"status": "measured", **out}
 
