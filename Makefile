@@ -67,8 +67,11 @@ test: install engine-wheels prometheus ## lint, type-check and run every test (u
 	$(PYTEST) -m unit $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
 	$(PYTEST) -m "(integration or e2e) and not llama_server" --durations=20 $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
 	wait $$build; trap - EXIT
-	@# exit 5 = nothing selected in this part (PYTEST_ARGS naming tests of another part only)
-	$(PYTEST) -m "(integration or e2e) and llama_server" --durations=10 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@# exit 5 = nothing selected in this part (PYTEST_ARGS naming tests of another part only). The e2e
+	@# test gets its own process: after its in-process Ray Serve, the replica test's first handle call
+	@# in the same process timed out (reproduced twice; passes alone and in the integration process).
+	$(PYTEST) -m "integration and llama_server" --durations=10 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PYTEST) -m "e2e and llama_server" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-unit: install engine-wheels ## unit tests only (seconds)
 	$(PYTEST) -m unit $(PYTEST_ARGS)
