@@ -205,11 +205,29 @@ def capacity(layout: Layout, max_running: int | None = None) -> Capacity:
     return Capacity(budget, weights, state, slots, ratio, state_pool, kv, int(pool), running, max_running)
 
 
-def default_max_running(cap: Capacity) -> int:
+def most_running_reserving(layout: Layout, tokens: int) -> int:
+    """The largest ``n`` such that ``n`` running requests each holding ``tokens`` KV tokens fit (the
+    speculative intermediate states are sized by ``n`` too, so the pool shrinks as ``n`` grows)."""
+    lo, hi = 0, min(capacity(layout).state_bound, 1 << 20)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if capacity(layout, mid).reserve_bound(tokens) >= mid:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def default_max_running(layout: Layout, share_tokens: int = 0) -> int:
     """The launch plan's ``--max-running-requests`` when the operator sets none: what SGLang's own
-    pools admit (state slots, token pool), capped at :data:`DEFAULT_MAX_RUNNING_CAP`. Passed
-    explicitly: with speculative decoding SGLang would otherwise cap it at 48 silently."""
-    return max(1, min(cap.max_running, DEFAULT_MAX_RUNNING_CAP))
+    pools admit (state slots, token pool), no more than leave each running request ``share_tokens``
+    of the KV pool on average (``memory.kv_share_tokens``; 0: no such bound), capped at
+    :data:`DEFAULT_MAX_RUNNING_CAP`. Passed explicitly: with speculative decoding SGLang would
+    otherwise cap it at 48 silently."""
+    most = capacity(layout).max_running
+    if share_tokens:
+        most = min(most, most_running_reserving(layout, share_tokens))
+    return max(1, min(most, DEFAULT_MAX_RUNNING_CAP))
 
 
 def admission_reserve(prompt_tokens: int, max_new: int, ratio: float = NEW_TOKEN_RATIO) -> int:

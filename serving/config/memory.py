@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.capacity import Capacity, Layout, capacity, kv_bytes_per_token, weight_bytes
+from serving.capacity import Capacity, Layout, capacity, kv_bytes_per_token, most_running_reserving, weight_bytes
 from serving.config.hardware import GpuType
 from serving.config.presets import ModelPreset
 
@@ -21,6 +21,7 @@ __all__ = ["MemoryFit", "kv_bytes_per_token", "kv_tokens_that_fit", "memory_fit"
 
 @dataclass(frozen=True)
 class MemoryFit:
+    layout: Layout
     cap: Capacity
     reserve_tokens: int | None  # KV tokens reserved per running request (reserve mode) or None (pool)
     running: int  # the requested running requests (or the most that fit when unset)
@@ -80,23 +81,9 @@ def memory_fit(
     reserve = None
     if kv_tokens_per_request is not None or reserve_full_context:
         reserve = min(kv_tokens_per_request or context_length, context_length)
-    most = _most_reserving(layout, reserve) if reserve is not None else capacity(layout).max_running
+    most = most_running_reserving(layout, reserve) if reserve is not None else capacity(layout).max_running
     most = max(0, most) if cap.kv_pool_tokens >= 1 else 0
-    return MemoryFit(cap, reserve, running if running is not None else most, most)
-
-
-def _most_reserving(layout: Layout, reserve: int) -> int:
-    """The largest ``n`` such that ``n`` running requests each reserving ``reserve`` KV tokens fit
-    (the speculative intermediate states are sized by ``n`` too, so the pool depends on it)."""
-    lo, hi = 0, capacity(layout).state_bound
-    hi = min(hi, 1 << 20)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if capacity(layout, mid).reserve_bound(reserve) >= mid:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    return MemoryFit(layout, cap, reserve, running if running is not None else most, most)
 
 
 def kv_tokens_that_fit(fit: MemoryFit) -> int:

@@ -237,8 +237,8 @@ def validate(s: Settings) -> Settings:
 
 def resolved_max_running(s: Settings) -> int:
     """The explicit --max-running-requests for the engine: the setting, else what SGLang's pools
-    admit (state slots and KV token pool, :func:`serving.capacity.default_max_running`) while each
-    running request keeps ``memory.kv_share_tokens`` of the pool on average, or with
+    admit while each running request keeps ``memory.kv_share_tokens`` of the pool on average
+    (:func:`serving.capacity.default_max_running`), or with
     ``reserve_full_context`` / ``kv_tokens_per_request`` the most that fit at that reservation."""
     if s.memory.max_running_requests is not None:
         return s.memory.max_running_requests
@@ -247,10 +247,4 @@ def resolved_max_running(s: Settings) -> int:
     fit = settings_fit(s, running=None)
     if fit.reserve_tokens is not None:
         return max(1, min(fit.max_running, DEFAULT_MAX_RUNNING_CAP))
-    share = s.memory.kv_share_tokens
-    if not share:
-        return default_max_running(fit.cap)
-    # the most running requests whose average share of the pool stays ≥ ``share`` tokens (the pool
-    # shrinks as running slots grow: their speculative intermediate states come out of it)
-    shared = settings_fit(s, running=None, kv_tokens_per_request=share).max_running
-    return max(1, min(default_max_running(fit.cap), shared))
+    return default_max_running(fit.layout, min(s.memory.kv_share_tokens, s.resolved_context_length))
