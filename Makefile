@@ -55,8 +55,6 @@ LLAMA_PATH := PATH="$(CURDIR)/.cache/llama.cpp/bin:$$PATH"
 serve: install llama-server ## run the whole stack locally: Ray + gateway + llama.cpp on SmolLM2 (Ctrl-C stops)
 	$(LLAMA_PATH) $(BIN)/serving serve $(ARGS)
 
-# llama-server's first build (~6 min, CPU-bound) runs beside the lint, the type-check and the unit
-# tests, which need no engine binary; the integration and e2e tests start once it is proven.
 # The first llama-server build (~6 min of both cores) compiles at idle priority beside the lint, the
 # type-check, the unit tests and the integration/e2e tests that need no engine binary (mostly waiting
 # on processes); the tests marked llama_server run once it is done.
