@@ -133,4 +133,4 @@ class RegistryEndpoints:
 
 def _log_failed_refresh(f: asyncio.Future[None]) -> None:
     if not f.cancelled() and f.exception() is not None:
-        log.warning("engine registry refresh failed (routing on the cached list): %r", f.exception())
+        log.warning("engine registry refresh failed (the next request retries it): %r", f.exception())

@@ -20,9 +20,11 @@ Admission (SGLang's scheduler): a request is admitted when a running slot is fre
 hold its prompt plus ``new_token_ratio`` × its remaining ``max_tokens`` beyond what running requests
 are expected to still need; when decoding then runs out of pool, the newest requests are
 *retracted* (their KV freed, re-queued, recomputed later). Nothing is reserved at full context.
-That bound — state slots and token pool — is the default here; reserving the full context (or
-``kv_tokens_per_request``) for every running request is the opt-in ``reserve`` mode: no retraction
-ever, at the price of far fewer running requests.
+That bound — state slots and token pool — is the default here, lowered where needed so each
+running request keeps ``memory.kv_share_tokens`` of the pool on average (every running slot's
+speculative states come out of the pool, and with them its prefix cache); reserving the full
+context (or ``kv_tokens_per_request``) for every running request is the opt-in ``reserve`` mode:
+no retraction ever, at the price of far fewer running requests.
 
 What else comes off the static budget before the pools (SGLang 0.5.23, ``kv_cache_configurator.py``
 ``_profile_available_bytes``: the budget is what is free after loading *everything*): the MTP draft
