@@ -22,6 +22,7 @@ from ray import serve
 
 from serving.config import Settings, settings_from_wire
 from serving.gateway.app import create_app
+from serving.gateway.ingress import watches_disconnects
 from serving.observability.logging import configure_logging
 from serving.registry import Endpoint, EndpointSource, RegistryEndpoints
 
@@ -81,5 +82,7 @@ class GatewayIngress:
     def __serve_build_asgi_app__(self) -> Any:
         # Serve's own RequestIdMiddleware (proxy and direct ingress) puts the id on the request, and
         # appends it to every response: ours would send the header twice.
-        return create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines), request_id_header=False,
-                          shared_limits=True)  # fmt: skip
+        app = create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines), request_id_header=False,
+                         shared_limits=True)  # fmt: skip
+        watches_disconnects(app.state.gateway.generation)  # Serve need not watch these clients too
+        return app

@@ -85,3 +85,29 @@ def test_client_leaving_frees_the_engine_request_within_a_second(stack, moment):
     freed_s = wait_for(lambda: running(engine_url) == 0, 10)
     print(f"\n{moment}: engine request freed {freed_s:.2f} s after the client closed")
     assert freed_s <= ABORT_WITHIN_S
+
+
+def gateway_replica():
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    (name,) = [n for n in names if n.startswith("SERVE_REPLICA") and "#gateway#" in n]
+    return ray.get_actor(name, namespace="serve")
+
+
+def test_serve_leaves_watching_the_client_to_the_gateway(stack):
+    """The gateway watches its clients itself (``DisconnectGuard``); the middleware that
+    ``ingress.py`` installs in Serve's direct-ingress server opts these requests out of Serve's own
+    watch, so no receive-proxy task and no request task of Serve's run beside the gateway's. The
+    aborts above happen with that in place."""
+    import ray
+
+    url, engine_url = stack
+    sock = open_request(url, stream=True)
+    try:
+        wait_for(lambda: running(engine_url) >= 1, 30)
+        counts = ray.get(gateway_replica()._get_inflight_direct_ingress_task_counts_for_testing.remote())
+        assert counts == {"request_tasks": 0, "receive_tasks": 0}
+    finally:
+        sock.close()
+    wait_for(lambda: running(engine_url) == 0, 10)

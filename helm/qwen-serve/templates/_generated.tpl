@@ -585,6 +585,8 @@ direct:
   value: '1'
 - name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
   value: '0'
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: serving.gateway.ingress:ray_http_middlewares
 haproxy:
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: '1'
@@ -592,6 +594,8 @@ haproxy:
   value: '1'
 - name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
   value: '0'
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: serving.gateway.ingress:ray_http_middlewares
 proxy: []
 {{- end }}
 

@@ -267,8 +267,10 @@ def test_crd_kinds_are_rendered_when_enabled(kind: str) -> None:
 
 @pytest.mark.parametrize("ingress", ["haproxy", "direct", "proxy"])
 def test_every_ray_container_gets_the_ingress_env_the_settings_choose(ingress: str) -> None:
-    from serving.gateway.ingress import ingress_env
+    from serving.config.settings import IngressPath
+    from serving.gateway.ingress import env_for, ingress_env
 
+    knobs = {k for path in IngressPath for k in env_for(path)}  # what any ingress path sets
     values = profile_values("values.yaml")
     values = deep_merge(values, {"settings": {"gateway": {"ingress": ingress}}})
     docs = render(values)
@@ -278,7 +280,7 @@ def test_every_ray_container_gets_the_ingress_env_the_settings_choose(ingress: s
     for pod in pods:
         ray_container = pod["containers"][0]
         env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
-        got = {k: v for k, v in env.items() if k.startswith("RAY_SERVE_ENABLE_") or k.startswith("RAY_SERVE_RUN_")}
+        got = {k: v for k, v in env.items() if k in knobs}
         assert got == expected, ray_container["name"]
 
 
