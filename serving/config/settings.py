@@ -282,7 +282,10 @@ class RoutingSettings(Section):
         "a conversation's home engine, used when this gateway has not seen the conversation",
     )
     affinity_max_load_ratio: float = Field(
-        1.5, ge=1.0, description="prefix affinity: engines above this × the mean outstanding requests are skipped"
+        1.5,
+        ge=1.0,
+        description="prefix affinity: a new conversation skips engines above this × the mean outstanding "
+        "requests (one with history moves only when the prompt work queued on its engine outweighs the miss)",
     )
     affinity_miss_weight: float = Field(
         2.0,

@@ -207,7 +207,13 @@ class _AffinityRouter(Router):
 
 class PrefixAffinityRouter(_AffinityRouter):
     """Least estimated wait for the first token, cache misses charged (module docstring). A prompt
-    shorter than one block falls back to the rendezvous hash of its head, with spill-over."""
+    shorter than one block falls back to the rendezvous hash of its head, with spill-over.
+
+    Load balance is kept where it is cheap: a new conversation (no history yet) skips engines above
+    ``routing.affinity_max_load_ratio`` × the mean outstanding requests. A conversation with history
+    moves only when the prompt work queued on its engine outweighs the cache miss: requests that
+    are only decoding do not delay its first token, and a count limit would move it at low load (two
+    conversations on one of four engines is already 2× the mean) and pay its whole history again."""
 
     name = RoutingPolicy.PREFIX_AFFINITY
 
@@ -253,8 +259,10 @@ class PrefixAffinityRouter(_AffinityRouter):
         if not ctx.blocks or len(endpoints) == 1:
             return await super().choose(ctx, endpoints)
         loads = {ep.url: self.outstanding.load(ep) for ep in endpoints}
-        limit = self.cfg.affinity_max_load_ratio * max(sum(loads.values()) / len(endpoints), 1.0)
-        pool = [ep for ep in endpoints if loads[ep.url] <= limit] or list(endpoints)
+        pool = list(endpoints)
+        if not ctx.history_blocks:  # a new conversation: placed away from engines far above the mean (see class doc)
+            limit = self.cfg.affinity_max_load_ratio * max(sum(loads.values()) / len(endpoints), 1.0)
+            pool = [ep for ep in endpoints if loads[ep.url] <= limit] or pool
         home = _rendezvous(ctx.prefix, pool)  # ties go here, so replicas place a new conversation alike
         held = self.cached_blocks(ctx, pool, home)
         most = max(held.values())

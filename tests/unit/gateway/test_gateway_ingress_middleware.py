@@ -51,4 +51,5 @@ def test_the_direct_paths_install_the_middleware_and_the_proxy_path_does_not():
         assert (module, attr) == (ingress.__name__, ingress.ray_http_middlewares.__name__)
     assert hook not in ingress.env_for(IngressPath.PROXY)
     (mw,) = ingress.ray_http_middlewares()
-    assert isinstance(mw, Middleware) and mw.cls is ingress.GatewayWatchesDisconnects
+    assert isinstance(mw, Middleware)
+    assert mw.cls is ingress.GatewayWatchesDisconnects

@@ -170,13 +170,20 @@ async def test_a_gateway_that_never_saw_a_conversation_presumes_its_home_engine_
     assert ep.url == home.url
 
 
-async def test_engines_far_above_the_mean_load_are_skipped():
+async def test_a_new_conversation_skips_engines_far_above_the_mean_load():
+    r, endpoints = router(affinity_max_load_ratio=1.5), eps(2)
+    home = await r.choose(r.context(MODEL, conversation(0, 0)), endpoints)  # where it would go when idle
+    for _ in range(10):  # answered prefill, still decoding: no queued prompt work, but many requests
+        r.first_byte(r.dispatched(home))
+    assert (await r.choose(r.context(MODEL, conversation(0, 0)), endpoints)).url != home.url
+
+
+async def test_a_conversation_with_history_stays_on_an_engine_that_only_decodes_however_busy():
     r, endpoints = router(affinity_max_load_ratio=1.5), eps(2)
     home, _ = await send(r, conversation(0, 1), endpoints)
-    for _ in range(10):  # answered prefill, still decoding: no queued prompt work, but many requests
-        d = r.dispatched(home)
-        r.first_byte(d)
-    assert (await r.choose(r.context(MODEL, conversation(0, 2)), endpoints)).url != home.url
+    for _ in range(10):  # 10 requests decoding there, none on the other engine: 2× the mean already
+        r.first_byte(r.dispatched(home))
+    assert (await r.choose(r.context(MODEL, conversation(0, 2)), endpoints)).url == home.url
 
 
 async def test_the_gateway_clears_queued_prefill_when_each_answer_starts(make_rig):
