@@ -182,7 +182,7 @@ async def run_conversations(session: aiohttp.ClientSession, spec: Spec) -> list[
             messages = [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": agent_task(c)}]
             for t in range(spec.turns):
                 r, answer = await stream_once(session, conv_spec, messages, want_text=True)
-                results.append(r)
+                results.append(RequestResult(**{**asdict(r), "turn": t}))
                 if not r.ok:
                     return
                 messages.append({"role": "assistant", "content": answer or f"(turn {t})"})

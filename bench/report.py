@@ -216,6 +216,24 @@ def routing_md(rt: dict[str, Any]) -> str:
     hdr = ["policy", "cache hit rate", "TTFT p50 ms", "TTFT p95 ms", "engine TTFT mean ms", "tokens/s",
            "requests per engine", "errors"]  # fmt: skip
     note = "\n\n*Engine TTFT*: each engine's own `sglang:time_to_first_token_seconds` mean, per engine."
+    split = []
+    for policy, p in rt["policies"].items():
+        turns = p.get("by_turn") or {}
+        if turns:
+            cells = [
+                (fmt(t["cache_hit_rate"], 3), t["ttft_p50_ms"], t["ttft_p95_ms"])
+                for t in (turns["first"], turns["later"])
+            ]
+            split.append([policy, *cells[0], *cells[1]])
+    if split:
+        cols = ["policy"] + [
+            f"{w}: {m}" for w in ("first", "later") for m in ("hit rate", "TTFT p50 ms", "TTFT p95 ms")
+        ]
+        note += (
+            "\n\nBy turn (the same requests): a conversation's first turn (only the shared system prompt can be "
+            "cached, whatever engine it goes to) and its later turns (where the policy decides what is cached).\n\n"
+            + table(cols, split)
+        )
     return head + table(hdr, rows) + note + goals_md(rt.get("goals", []))
 
 

@@ -37,7 +37,7 @@ POLICIES = ("prefix_affinity", "least_outstanding", "round_robin")
 ENGINES = 4
 # Each policy runs the whole workload ROUNDS times, in A B C, C B A, A B C … order, and its rounds are
 # pooled: load that drifts on a shared machine then falls on every policy alike.
-ROUNDS = 4
+ROUNDS = 8
 START_TIMEOUT_S = 120.0
 
 
@@ -96,6 +96,9 @@ def _summarize_policy(runs: list[Run]) -> dict[str, Any]:
     return {
         "status": "measured",
         "rounds": len(runs),
+        # the first turn (cold prompts, every policy alike) apart from the later ones (where routing
+        # decides what is cached)
+        "by_turn": {name: _turns(ok, first) for name, first in (("first", True), ("later", False))},
         "requests": s["requests"],
         "errors": s["errors"],
         "first_error": s["first_error"],
@@ -110,6 +113,13 @@ def _summarize_policy(runs: list[Run]) -> dict[str, Any]:
         "max_over_mean_prompt_tokens": load_balance([e["prompt_tokens"] for e in per_engine]),
         "cpu_ms_per_request": cpu_ms_per_request(cpu_s, s["ok"]),
     }
+
+
+def _turns(ok: list[RequestResult], first: bool) -> dict[str, Any]:
+    sel = [r for r in ok if r.turn is not None and (r.turn == 0) == first]
+    ttfts = [r.ttft_s * 1000 for r in sel if r.ttft_s is not None]
+    return {"requests": len(sel), "cache_hit_rate": cache_hit_rate(sel),
+            "ttft_p50_ms": percentile(ttfts, 50), "ttft_p95_ms": percentile(ttfts, 95)}  # fmt: skip
 
 
 def _mean(xs: list[float]) -> float:

@@ -66,6 +66,7 @@ class RequestResult:
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
     start_s: float | None = None  # seconds since the measured window began (step mode)
     events: int = 0  # SSE events that carried a token (with MTP one event carries several)
+    turn: int | None = None  # conversations mode: the turn of its conversation (0 = the first)
 
 
 @dataclass(frozen=True)
