@@ -129,8 +129,16 @@ def run_arm(
     g = ProcGroup()
     t0 = time.monotonic()
     log_dir = logs / rate / (f"{arm.key}-profile" if profile else f"{arm.key}-low" if paced else arm.key)
+    retried = False
     try:
-        url = arm.start(g, ov, log_dir)
+        try:
+            url = arm.start(g, ov, log_dir)
+        except Exception:  # e.g. a port taken between choosing it and binding it: start once more, say so
+            g.stop_all()
+            log_dir.mkdir(parents=True, exist_ok=True)
+            (log_dir / "start-retry.txt").write_text(traceback.format_exc())
+            retried, g = True, ProcGroup()
+            url = arm.start(g, ov, log_dir)
         started_s = time.monotonic() - t0
         spec = Spec(**{**spec_base.__dict__, "url": url, "model": bench_settings(ov).model.served_name or ""})
         profiler = None
@@ -154,7 +162,7 @@ def run_arm(
         m["stack_idle_cpu_per_s"] = _stack_cpu(m["idle_cpu_per_s"] or {})
         # how busy the machine's cores were over the window (every process measured, the client's too)
         m["cpu_busy_share"] = sum(m["cpu_s"].values()) / (m["wall_s"] * (os.cpu_count() or 1))
-        m.update(status="measured", label=arm.label, start_s=round(started_s, 1))
+        m.update(status="measured", label=arm.label, start_s=round(started_s, 1), start_retried=retried)
         return m
     except Exception as exc:  # a missing or broken piece is reported, never invented
         log_dir.mkdir(parents=True, exist_ok=True)
