@@ -18,7 +18,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -182,7 +182,7 @@ async def run_conversations(session: aiohttp.ClientSession, spec: Spec) -> list[
             messages = [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": agent_task(c)}]
             for t in range(spec.turns):
                 r, answer = await stream_once(session, conv_spec, messages, want_text=True)
-                results.append(RequestResult(**{**asdict(r), "turn": t}))
+                results.append(replace(r, turn=t))
                 if not r.ok:
                     return
                 messages.append({"role": "assistant", "content": answer or f"(turn {t})"})
@@ -217,7 +217,7 @@ async def run_schedule(session: aiohttp.ClientSession, spec: Spec) -> list[Reque
                 continue
             msg = [{"role": "user", "content": f"{spec.prompt} (stream {w}, request {i})"}]
             r, _ = await stream_once(session, spec, msg)
-            results.append(RequestResult(**{**asdict(r), "start_s": now}))
+            results.append(replace(r, start_s=now))
             i += 1
 
     top = max((c for _, c in bounds), default=0)

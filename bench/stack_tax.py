@@ -129,16 +129,8 @@ def run_arm(
     g = ProcGroup()
     t0 = time.monotonic()
     log_dir = logs / rate / (f"{arm.key}-profile" if profile else f"{arm.key}-low" if paced else arm.key)
-    retried = False
     try:
-        try:
-            url = arm.start(g, ov, log_dir)
-        except Exception:  # e.g. a port taken between choosing it and binding it: start once more, say so
-            g.stop_all()
-            log_dir.mkdir(parents=True, exist_ok=True)
-            (log_dir / "start-retry.txt").write_text(traceback.format_exc())
-            retried, g = True, ProcGroup()
-            url = arm.start(g, ov, log_dir)
+        url, retried = _start(arm, g, ov, log_dir)
         started_s = time.monotonic() - t0
         spec = Spec(**{**spec_base.__dict__, "url": url, "model": bench_settings(ov).model.served_name or ""})
         profiler = None
@@ -170,6 +162,18 @@ def run_arm(
         return {"status": f"not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", "label": arm.label}
     finally:
         g.stop_all()
+
+
+def _start(arm: Arm, g: ProcGroup, ov: dict[str, Any], log_dir: Path) -> tuple[str, bool]:
+    """Start ``arm`` in ``g``; once more after a failed start (e.g. a port taken between choosing it
+    and binding it), keeping the first traceback. Returns the URL and whether it retried."""
+    try:
+        return arm.start(g, ov, log_dir), False
+    except Exception:
+        g.stop_all()  # empties the group for the second start
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "start-retry.txt").write_text(traceback.format_exc())
+        return arm.start(g, ov, log_dir), True
 
 
 def _stack_cpu(per_role: dict[str, float | None]) -> float | None:
