@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route as StarletteRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config.settings import Settings
@@ -46,7 +47,7 @@ from serving.gateway.asgi import (
 )
 from serving.gateway.assemble import upstream_body, whole_answer
 from serving.gateway.auth import KeyStore, RateLimiter, estimate_prompt_tokens, key_id
-from serving.gateway.engine_client import AiohttpEngineClient, EngineClient, HttpxEngineClient
+from serving.gateway.engine_client import EngineClient, HttpxEngineClient, WireEngineClient
 from serving.gateway.errors import ApiError, from_validation
 from serving.gateway.ledger import Entry, Ledger
 from serving.gateway.openapi import openapi_builder
@@ -129,7 +130,7 @@ class Gateway:
             self.upstream_headers["authorization"] = f"Bearer {settings.engine.api_key.get_secret_value()}"
         timeouts = {"connect_timeout_s": g.connect_timeout_s, "read_timeout_s": g.request_timeout_s}
         client: EngineClient = (
-            AiohttpEngineClient(**timeouts, user_agent="qwen-serve-gateway")
+            WireEngineClient(**timeouts, user_agent="qwen-serve-gateway")
             if transport is None
             else HttpxEngineClient(transport, **timeouts, user_agent="qwen-serve-gateway")
         )
@@ -276,7 +277,7 @@ class Gateway:
             if req.stream:
                 rewriter = SseRewriter(entry.stats, keep_usage=client_usage, rename_reasoning=rename)
                 relay = Relay(upstream, rewriter, t0=t0, request_id=rid)
-                await relay.run(send, [*SSE_HEADERS, *id_header], guard.done)
+                await relay.run(send, [*SSE_HEADERS, *id_header], guard.done, incoming.body_send)
             else:
                 first = await whole_answer(upstream, chat=chat) if assemble else upstream.first
                 content = self._whole_answer(entry, first, rename, t0)
@@ -448,6 +449,10 @@ class GatewayApp(FastAPI):
             REQUEST_ID.reset(token)
 
 
+async def _served_by_gateway_app(request: Request) -> Response:  # pragma: no cover
+    raise AssertionError("GatewayApp serves the generation routes before FastAPI's routing")
+
+
 def create_app(
     settings: Settings,
     endpoints: EndpointSource,
@@ -479,6 +484,12 @@ def create_app(
         if not r.generation:
             app.add_api_route(r.path, getattr(gw, r.handler), methods=[r.method], summary=r.summary,
                               response_model=None)  # fmt: skip
+    # The generation routes head the route table although FastAPI never dispatches them (GatewayApp
+    # serves them first): route-name lookups over the table, Serve's for every request it passes to a
+    # replica included, then stop at the first entry and label them by path, instead of trying every
+    # route twice (with and without a trailing slash) and finding none.
+    app.router.routes[:0] = [StarletteRoute(r.path, _served_by_gateway_app, methods=[r.method], include_in_schema=False)
+                             for r in ROUTES if r.generation]  # fmt: skip
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)

@@ -1,36 +1,43 @@
 """The gateway's HTTP client for engine traffic: one pooled keep-alive client per app.
 
-``AiohttpEngineClient`` is the real one (aiohttp: C HTTP parser, an O(1) connection pool, reads
-straight from the socket buffer). ``HttpxEngineClient`` runs over any ``httpx`` transport; tests
+``WireEngineClient`` is the real one. ``HttpxEngineClient`` runs over any ``httpx`` transport; tests
 use it to put in-process fake engines under the gateway (``create_app(..., transport=...)``).
 
 Both raise :class:`EngineConnectionError` for anything that goes wrong on the wire (refused,
-reset, timed out, truncated), so the gateway's retry and error mapping see one exception type;
-a stream's chunk iterator is the library's own, and raises one of ``WIRE_ERRORS``.
+reset, timed out, truncated), so the gateway's retry and error mapping see one exception type.
 Closing an :class:`EngineResponse` before its body ended drops the connection: that is how a
 client disconnect becomes an abort on the engine.
+
+``WireEngineClient``: HTTP/1.1 connections as asyncio protocols, parsed by ``httptools`` (llhttp,
+the parser uvicorn serves with). A stream's hot path is one socket read per engine event; here a
+read is ``data_received`` → llhttp → ``on_body`` → the waiting relay woken, and a request is one
+pre-formatted write. aiohttp, the client before it, spent about a third more of the gateway's CPU
+per request on the same load (its ``StreamReader`` per read; ``ClientRequest``, header multidicts,
+timers and trace hooks per request): see serving/gateway/README.md "Hot path". What it does, and
+all it does: a byte body to ``http://`` or ``https://`` engines; bodies framed by
+``Content-Length``, chunked, or ended by the engine closing the connection; a per-origin LIFO pool
+of idle connections, each dropped after ``IDLE_KEEPALIVE_S`` or when the engine closes it; a
+connect timeout and a read timeout (the longest wait for the next byte).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import Protocol, cast
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
 import httpx
-from yarl import URL
 
 
 class EngineConnectionError(Exception):
     """The engine could not be reached, or the connection broke (before or during the body)."""
 
 
-# What a body iterator (``EngineResponse.chunks``) may raise when the wire breaks mid-body. The
-# stream's chunks come straight from the client library's own iterator (no wrapping generator per
-# chunk on the hot path), so its readers catch these beside EngineConnectionError.
-_AIOHTTP_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-WIRE_ERRORS: tuple[type[BaseException], ...] = (EngineConnectionError, *_AIOHTTP_ERRORS, httpx.HTTPError)
+# What a body iterator (``EngineResponse.chunks``) may raise when the wire breaks mid-body.
+WIRE_ERRORS: tuple[type[BaseException], ...] = (EngineConnectionError, OSError, httpx.HTTPError)
 
 
 class EngineResponse(Protocol):
@@ -59,79 +66,319 @@ class EngineClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-# ---- aiohttp (production) -------------------------------------------------------------------
+# ---- the production client -------------------------------------------------------------
+
+# Idle connections are dropped after 4 s, before the engines' servers drop them (uvicorn's
+# keep-alive is 5 s): a request never goes out on a connection the engine is closing.
+IDLE_KEEPALIVE_S = 4.0
+MAX_IDLE_PER_ORIGIN = 1024
+FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
 
-class _AiohttpResponse:
-    __slots__ = ("_resp", "status")
+class _Origin:
+    """Where requests for one ``scheme://host:port`` go, and its idle connections."""
+
+    __slots__ = ("host", "host_header", "idle", "port", "ssl")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise EngineConnectionError(f"engine URL {url!r} is not http(s)://host[:port]/...")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "https" else None
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        self.host_header = netloc.encode("ascii") if netloc.isascii() else netloc.encode("idna")
+        self.idle: list[_Connection] = []
+
+
+class _Connection(asyncio.Protocol):
+    """One connection; at most one request on it at a time. Parser callbacks fill ``response``."""
+
+    def __init__(self, client: WireEngineClient, origin: _Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: WireResponse | None = None
+        self.idle_since = 0.0
+        self.lost = False
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(EngineConnectionError(f"malformed engine response: {exc}"))
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.client._forget(self)
+        resp = self.response
+        if resp is not None and not resp.eof:
+            if resp.status and resp.until_close:
+                resp._end()  # a body framed by the connection's end
+            else:
+                why = f"{type(exc).__name__}: {exc}" if exc else "engine closed the connection"
+                self._fail(EngineConnectionError(f"{why} before the response ended"))
+
+    # -- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # a framed body (length or chunked) does not end with the connection; 14 and 17 are those names' lengths
+        if self.response is not None and len(name) in (14, 17) and name.lower() in FRAMING_HEADERS:
+            self.response.until_close = False
+
+    def on_headers_complete(self) -> None:
+        resp = self.response
+        if resp is not None:
+            resp.status = self.parser.get_status_code()
+            resp._wake()
+
+    def on_body(self, body: bytes) -> None:
+        resp = self.response
+        if resp is not None:
+            resp.parts.append(body)
+            resp.last_read = resp.loop.time()
+            resp._wake()
+
+    def on_message_complete(self) -> None:
+        resp = self.response
+        if resp is not None:
+            resp.keep_alive = self.parser.should_keep_alive()
+            resp._end()
+
+    # -- ours
+    def _fail(self, exc: EngineConnectionError) -> None:
+        if self.response is not None and self.response.error is None and not self.response.eof:
+            self.response.error = exc
+            self.response._wake()
+
+    def abort(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class WireResponse:
+    """An engine's response on one :class:`_Connection` (the ``EngineResponse`` protocol)."""
+
+    __slots__ = ("conn", "eof", "error", "keep_alive", "last_read", "loop", "parts", "read_timeout_s",
+                 "received", "status", "until_close", "waiter")  # fmt: skip
     closes_at_once = True
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status = resp.status
+    def __init__(self, conn: _Connection, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
+        self.conn = conn
+        self.loop = loop
+        self.read_timeout_s = read_timeout_s
+        self.status = 0
+        self.parts: list[bytes] = []
+        self.eof = False
+        self.error: EngineConnectionError | None = None
+        self.keep_alive = False
+        self.until_close = True  # no Content-Length, not chunked: the body ends with the connection
+        self.waiter: asyncio.Future[None] | None = None
+        self.last_read = loop.time()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _end(self) -> None:
+        self.eof = True
+        self._wake()
+
+    async def _wait(self) -> None:
+        """Until the parser reports progress; a read timeout is the longest wait for the next byte.
+        One timer per wait, not per byte: reads that arrive in time only move ``last_read``."""
+        self.waiter = w = self.loop.create_future()
+        timer = self.loop.call_at(self.last_read + self.read_timeout_s, self._check_timeout, w)
+        try:
+            await w
+        finally:
+            timer.cancel()
+
+    def _check_timeout(self, w: asyncio.Future[None]) -> None:
+        if w.done():
+            return
+        if self.loop.time() - self.last_read >= self.read_timeout_s:
+            self.error = EngineConnectionError(f"engine sent nothing for {self.read_timeout_s:g} s")
+            self.conn.abort()
+            self._wake()
+
+    async def headers(self) -> None:
+        while not self.status and self.error is None:
+            await self._wait()
+        if self.error is not None:
+            raise self.error
 
     async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except _AIOHTTP_ERRORS as exc:
-            raise EngineConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        while not self.eof:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+        if self.error is not None:
+            raise self.error
+        body = b"".join(self.parts)
+        self.parts = []
+        return body
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return self._resp.content.iter_any()  # aiohttp's iterator itself: one await per read
+    def chunks(self) -> WireResponse:
+        return self
+
+    def __aiter__(self) -> WireResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            parts = self.parts
+            if parts:
+                self.parts = []
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                raise StopAsyncIteration
+            await self._wait()
 
     async def close(self) -> None:
-        resp = self._resp
-        if resp.content.at_eof():
-            resp.release()
+        conn, self.conn.response = self.conn, None
+        if self.eof and self.error is None and self.keep_alive and not conn.lost:
+            conn.client._park(conn)
         else:
-            resp.close()  # unread body: drop the connection, so the engine aborts the request
+            conn.abort()  # unread body: drop the connection, so the engine aborts the request
 
 
-class AiohttpEngineClient:
-    """Created on the serving event loop at first use (aiohttp sessions are loop-bound)."""
+class WireEngineClient:
+    """The ``EngineClient`` the gateway uses for real engines. Loop-bound: created lazily on first use."""
 
     def __init__(self, *, connect_timeout_s: float, read_timeout_s: float, user_agent: str) -> None:
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s, sock_read=read_timeout_s
-        )
-        self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._fixed = b"user-agent: " + user_agent.encode("latin-1") + b"\r\n"
+        self._targets: dict[str, tuple[_Origin, bytes]] = {}  # URL → (origin, request target)
+        self._origins: dict[str, _Origin] = {}  # scheme://host:port → origin
+        self._busy: set[_Connection] = set()
+        self._closed = False
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        # Idle connections are dropped after 4 s, before the engines' servers drop them (uvicorn's
-        # keep-alive is 5 s): a request never goes out on a connection the engine is closing.
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4.0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"user-agent": self._user_agent},
-            skip_auto_headers=("accept-encoding",),
-        )
-        return self._session
+    def _target(self, url: str) -> tuple[_Origin, bytes]:
+        hit = self._targets.get(url)
+        if hit is None:
+            if len(self._targets) > 4096:  # endpoints come and go; never grow without bound
+                self._targets.clear()
+            parts = urlsplit(url)
+            key = f"{parts.scheme}://{parts.netloc}"
+            origin = self._origins.get(key)
+            if origin is None:
+                if len(self._origins) > 4096:  # keep only origins with idle connections
+                    self._origins = {k: o for k, o in self._origins.items() if o.idle}
+                origin = self._origins[key] = _Origin(key)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            hit = self._targets[url] = (origin, path.encode("latin-1"))
+        return hit
 
-    def _url(self, url: str) -> URL:
-        u = self._urls.get(url)
-        if u is None:
-            if len(self._urls) > 4096:  # endpoints come and go; never grow without bound
-                self._urls.clear()
-            u = self._urls[url] = URL(url)
-        return u
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> WireResponse:
+        return await self.request(b"POST", url, body, headers)
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse:
-        session = self._session or self._open_session()
+    async def request(self, method: bytes, url: str, body: bytes, headers: Mapping[str, str]) -> WireResponse:
+        if self._closed:
+            raise EngineConnectionError("the engine client is closed")
+        origin, target = self._target(url)
+        head = self._head(method, target, origin, len(body), headers)
+        loop = asyncio.get_running_loop()
+        conn = self._idle(origin, loop)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._connect(origin, loop)
+            resp = WireResponse(conn, loop, self.read_timeout_s)
+            conn.response = resp
+            self._busy.add(conn)
+            try:
+                assert conn.transport is not None
+                conn.transport.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    conn.transport.write(body)
+                await resp.headers()
+                return resp
+            except EngineConnectionError:
+                conn.abort()
+                # a kept-alive connection the engine closed as we reused it: nothing reached the
+                # engine's application (no byte came back), so the request goes once more, fresh
+                if reused and not resp.status and not resp.parts:
+                    reused, conn = False, None
+                    continue
+                raise
+            except BaseException:  # cancelled (the client left) while waiting for headers
+                conn.abort()
+                raise
+
+    def _head(self, method: bytes, target: bytes, origin: _Origin, length: int, headers: Mapping[str, str]) -> bytes:
+        lines = [method, b" ", target, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n", self._fixed,
+                 b"content-length: ", str(length).encode(), b"\r\n"]  # fmt: skip
+        for k, v in headers.items():
+            if "\n" in v or "\r" in v or "\n" in k or "\r" in k:
+                raise EngineConnectionError(f"header {k!r} has a line break; it cannot be sent")
+            if k.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+                continue
+            lines += (k.encode("latin-1"), b": ", v.encode("latin-1"), b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _idle(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection | None:
+        idle = origin.idle
+        now = loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.lost and conn.transport is not None and not conn.transport.is_closing() \
+                    and now - conn.idle_since < IDLE_KEEPALIVE_S:  # fmt: skip
+                return conn
+            conn.abort()
+        return None
+
+    async def _connect(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
-            resp = await session.post(self._url(url), data=body, headers=headers, allow_redirects=False)
-        except _AIOHTTP_ERRORS as exc:
-            raise EngineConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        return _AiohttpResponse(resp)
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, proto = await loop.create_connection(
+                    lambda: _Connection(self, origin), origin.host, origin.port, ssl=origin.ssl
+                )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise EngineConnectionError(f"cannot connect to {origin.host}:{origin.port}: "
+                                        f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+        return proto
+
+    def _park(self, conn: _Connection) -> None:
+        self._busy.discard(conn)
+        if self._closed or len(conn.origin.idle) >= MAX_IDLE_PER_ORIGIN:
+            conn.abort()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        conn.origin.idle.append(conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        self._busy.discard(conn)
+        idle = conn.origin.idle
+        if conn in idle:
+            idle.remove(conn)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._closed = True
+        for origin in self._origins.values():
+            for conn in origin.idle:
+                conn.abort()
+            origin.idle.clear()
+        for conn in list(self._busy):
+            conn.abort()
+        self._busy.clear()
 
 
 # ---- httpx (any transport; the unit tests' in-process engines) -------------------------------

@@ -217,21 +217,25 @@ class Relay:
         self.t0 = t0
         self.request_id = request_id
 
-    async def run(self, send: Send, headers: list[tuple[bytes, bytes]], on_last: Callable[[], Any]) -> None:
+    async def run(
+        self, send: Send, headers: list[tuple[bytes, bytes]], on_last: Callable[[], Any], body_send: Send | None = None
+    ) -> None:
         """Relay to the end; ``on_last`` runs just before the last body message (from then on a
-        disconnect is an ordinary end)."""
+        disconnect is an ordinary end). ``body_send``, when given, carries the body messages between
+        the first and the last (the server's own ``send``, past the wrappers ``send`` goes through)."""
         stats = self.rewriter.stats
         feed = self.rewriter.feed
         gaps = stats.gaps_s
         clock = time.perf_counter
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        out = body_send or send
         last = 0.0
         try:
             data = feed(self.upstream.first)
             if data:
                 last = clock()
                 self._first_tokens(data, last)
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+                await out({"type": "http.response.body", "body": data, "more_body": True})
             async for chunk in self.upstream.chunks:
                 data = feed(chunk)
                 if not data:
@@ -242,19 +246,19 @@ class Relay:
                 if last:
                     gaps.append(now - last)
                 last = now
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+                await out({"type": "http.response.body", "body": data, "more_body": True})
             data = self.rewriter.flush()
             if data:
                 if stats.ttfa_s is None:
                     self._first_tokens(data, clock())
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+                await out({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
                 raise EngineConnectionError("engine closed the stream before [DONE]")
         except WIRE_ERRORS as exc:
             stats.error = str(exc) if isinstance(exc, EngineConnectionError) else f"{type(exc).__name__}: {exc}"
             err = ApiError(502, "engine stream failed before completion; the response is incomplete",
                            code="engine_stream_error")  # fmt: skip
-            await send({"type": "http.response.body", "body": err.sse_event(self.request_id), "more_body": True})
+            await out({"type": "http.response.body", "body": err.sse_event(self.request_id), "more_body": True})
         on_last()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

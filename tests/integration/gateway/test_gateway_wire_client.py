@@ -1,0 +1,274 @@
+"""The production engine client (``WireEngineClient``) against raw HTTP servers on 127.0.0.1, in
+this process: framing, streaming, keep-alive reuse, and every way the wire can break."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from serving.gateway import engine_client
+from serving.gateway.engine_client import EngineConnectionError, WireEngineClient
+
+pytestmark = pytest.mark.integration
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Engine"], Awaitable[None]]
+
+
+class Engine:
+    """A raw-socket HTTP server whose answer is the test's ``handler``; it counts connections and
+    keeps the requests' header blocks."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.closed = asyncio.Event()  # set when a connection ends from the client's side
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Engine:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def read_request(self, r: asyncio.StreamReader) -> bytes:
+        head = await r.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+        return await r.readexactly(length)
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(r, w, self)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed.set()
+        finally:
+            w.close()
+
+
+async def echo_keepalive(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+    while True:
+        body = await eng.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await w.drain()
+
+
+def client(**kw: float) -> WireEngineClient:
+    return WireEngineClient(connect_timeout_s=kw.get("connect", 2.0), read_timeout_s=kw.get("read", 5.0),
+                            user_agent="qwen-serve-test")  # fmt: skip
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[WireEngineClient]:
+    c = client()
+    yield c
+    await c.aclose()
+
+
+async def test_a_whole_answer_is_read_and_its_connection_reused(wire: WireEngineClient) -> None:
+    async with Engine(echo_keepalive) as eng:
+        for body in (b'{"a":1}', b'{"b":2}', b""):
+            resp = await wire.post(eng.url + "/v1/x", body, {"content-type": "application/json"})
+            assert resp.status == 200
+            assert await resp.read() == body
+            await resp.close()
+        assert eng.connections == 1
+        head = eng.heads[0].decode()
+        assert head.startswith("POST /v1/x HTTP/1.1\r\n")
+        assert "content-type: application/json\r\n" in head
+        assert "user-agent: qwen-serve-test\r\n" in head
+        assert f"host: {eng.url.removeprefix('http://')}\r\n" in head
+
+
+async def test_a_stream_yields_each_chunk_as_the_engine_sends_it(wire: WireEngineClient) -> None:
+    go = [asyncio.Event() for _ in range(3)]
+
+    async def stream(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n")
+        for i, ev in enumerate(go):
+            await ev.wait()  # the next event only after the client has read the previous one
+            data = b"data: %d\n\n" % i
+            w.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        await r.read()
+
+    async with Engine(stream) as eng:
+        resp = await wire.post(eng.url + "/s", b"{}", {})
+        got = []
+        it = resp.chunks().__aiter__()
+        for i, ev in enumerate(go):
+            ev.set()
+            got.append(await asyncio.wait_for(it.__anext__(), 2))
+            assert got[-1] == b"data: %d\n\n" % i
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(it.__anext__(), 2)
+        await resp.close()
+        assert wire._origins[eng.url].idle  # read to its end: back in the pool
+
+
+async def test_closing_an_unfinished_stream_drops_the_connection(wire: WireEngineClient) -> None:
+    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await w.drain()
+        await r.read()  # until the client goes: that is the engine's abort signal
+        eng.closed.set()
+
+    async with Engine(endless) as eng:
+        resp = await wire.post(eng.url + "/s", b"{}", {})
+        assert await resp.chunks().__anext__() == b"hello"
+        await resp.close()
+        await asyncio.wait_for(eng.closed.wait(), 2)
+        assert not wire._origins[eng.url].idle
+
+
+async def test_an_engine_that_dies_mid_body_raises_a_connection_error(wire: WireEngineClient) -> None:
+    async def dies(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+        await w.drain()
+
+    async with Engine(dies) as eng:
+        resp = await wire.post(eng.url + "/s", b"{}", {})
+        with pytest.raises(EngineConnectionError, match="before the response ended"):
+            async for _ in resp.chunks():
+                pass
+        resp2 = await wire.post(eng.url + "/s", b"{}", {})
+        with pytest.raises(EngineConnectionError):
+            await resp2.read()
+
+
+async def test_an_engine_that_goes_silent_times_out() -> None:
+    wire = client(read=0.3)
+
+    async def stalls(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+        await w.drain()
+        await asyncio.sleep(10)
+
+    async with Engine(stalls) as eng:
+        resp = await wire.post(eng.url + "/s", b"{}", {})
+        assert await resp.chunks().__anext__() == b"a"
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(EngineConnectionError, match=r"sent nothing for 0.3 s"):
+            await resp.chunks().__anext__()
+        assert asyncio.get_running_loop().time() - t0 < 2
+    await wire.aclose()
+
+
+async def test_an_engine_that_never_answers_times_out_before_headers() -> None:
+    wire = client(read=0.3)
+
+    async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        await asyncio.sleep(10)
+
+    async with Engine(mute) as eng:
+        with pytest.raises(EngineConnectionError, match="sent nothing"):
+            await asyncio.wait_for(wire.post(eng.url + "/s", b"{}", {}), 3)
+    await wire.aclose()
+
+
+async def test_a_refused_connection_is_a_connection_error(wire: WireEngineClient) -> None:
+    async with Engine(echo_keepalive) as eng:
+        url = eng.url
+    with pytest.raises(EngineConnectionError, match="cannot connect"):
+        await wire.post(url + "/s", b"{}", {})
+
+
+async def test_a_kept_alive_connection_the_engine_closed_is_replaced_transparently(wire: WireEngineClient) -> None:
+    async def one_per_connection(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        # keep-alive promised, then the connection is closed anyway (an engine's idle timeout racing the reuse)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await w.drain()
+
+    async with Engine(one_per_connection) as eng:
+        for _ in range(3):
+            resp = await wire.post(eng.url + "/s", b"{}", {})
+            assert await resp.read() == b"ok"
+            await resp.close()
+        assert eng.connections == 3
+
+
+async def test_idle_connections_older_than_the_keepalive_are_not_reused(
+    wire: WireEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_client, "IDLE_KEEPALIVE_S", 0.05)
+    async with Engine(echo_keepalive) as eng:
+        for _ in range(2):
+            resp = await wire.post(eng.url + "/s", b"x", {})
+            assert await resp.read() == b"x"
+            await resp.close()
+            await asyncio.sleep(0.1)
+        assert eng.connections == 2
+
+
+async def test_connection_close_and_unframed_bodies(wire: WireEngineClient) -> None:
+    async def http10(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy, try later")
+        await w.drain()
+
+    async with Engine(http10) as eng:
+        for _ in range(2):
+            resp = await wire.post(eng.url + "/s", b"{}", {})
+            assert resp.status == 503
+            assert await resp.read() == b"busy, try later"  # framed by the connection's end
+            await resp.close()
+        assert eng.connections == 2
+        assert not wire._origins[eng.url].idle
+
+
+async def test_a_malformed_response_is_a_connection_error(wire: WireEngineClient) -> None:
+    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(b"SPDY/9 what\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(1)
+
+    async with Engine(garbage) as eng:
+        with pytest.raises(EngineConnectionError, match="malformed"):
+            await wire.post(eng.url + "/s", b"{}", {})
+
+
+async def test_a_header_with_a_line_break_is_never_sent(wire: WireEngineClient) -> None:
+    async with Engine(echo_keepalive) as eng:
+        with pytest.raises(EngineConnectionError, match="line break"):
+            await wire.post(eng.url + "/s", b"{}", {"x-request-id": "a\r\nx-evil: 1"})
+        assert eng.connections == 0
+
+
+async def test_cancelling_while_waiting_for_headers_drops_the_connection(wire: WireEngineClient) -> None:
+    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        await r.read()  # the engine sees its client leave
+        eng.closed.set()
+
+    async with Engine(slow) as eng:
+        task = asyncio.create_task(wire.post(eng.url + "/s", b"{}", {}))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(eng.closed.wait(), 2)
+
+
+async def test_a_url_that_is_not_http_is_refused(wire: WireEngineClient) -> None:
+    with pytest.raises(EngineConnectionError, match="not http"):
+        await wire.post("ftp://engine/x", b"", {})
