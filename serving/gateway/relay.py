@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -221,46 +221,62 @@ class Relay:
         self, send: Send, headers: list[tuple[bytes, bytes]], on_last: Callable[[], Any], body_send: Send | None = None
     ) -> None:
         """Relay to the end; ``on_last`` runs just before the last body message (from then on a
-        disconnect is an ordinary end). ``body_send``, when given, carries the body messages between
-        the first and the last (the server's own ``send``, past the wrappers ``send`` goes through)."""
+        disconnect is an ordinary end). The read that carries ``[DONE]`` is that last message, so the
+        server writes it and the response's end in one write. ``body_send``, when given, carries the
+        body messages between the first and the last (the server's own ``send``, past the wrappers
+        ``send`` goes through)."""
         stats = self.rewriter.stats
         feed = self.rewriter.feed
         gaps = stats.gaps_s
         clock = time.perf_counter
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         out = body_send or send
+        chunks = self.upstream.chunks
         last = 0.0
+        final = b""  # the last body message: the read that ended the stream, or an error event
         try:
             data = feed(self.upstream.first)
             if data:
                 last = clock()
                 self._first_tokens(data, last)
-                await out({"type": "http.response.body", "body": data, "more_body": True})
-            async for chunk in self.upstream.chunks:
-                data = feed(chunk)
-                if not data:
-                    continue
-                now = clock()
-                if stats.ttfa_s is None:
-                    self._first_tokens(data, now)
-                if last:
-                    gaps.append(now - last)
-                last = now
-                await out({"type": "http.response.body", "body": data, "more_body": True})
-            data = self.rewriter.flush()
-            if data:
-                if stats.ttfa_s is None:
+                if stats.completed:
+                    final = data
+                else:
+                    await out({"type": "http.response.body", "body": data, "more_body": True})
+            if not final:
+                async for chunk in chunks:
+                    data = feed(chunk)
+                    if not data:
+                        continue
+                    now = clock()
+                    if stats.ttfa_s is None:
+                        self._first_tokens(data, now)
+                    if last:
+                        gaps.append(now - last)
+                    last = now
+                    if stats.completed:  # this read ends the stream ([DONE]): it closes the response
+                        final = data
+                        break
+                    await out({"type": "http.response.body", "body": data, "more_body": True})
+            if not final:
+                data = self.rewriter.flush()
+                if data and stats.ttfa_s is None:
                     self._first_tokens(data, clock())
-                await out({"type": "http.response.body", "body": data, "more_body": True})
+                if data and stats.completed:
+                    final = data
+                elif data:
+                    await out({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
                 raise EngineConnectionError("engine closed the stream before [DONE]")
         except WIRE_ERRORS as exc:
             stats.error = str(exc) if isinstance(exc, EngineConnectionError) else f"{type(exc).__name__}: {exc}"
             err = ApiError(502, "engine stream failed before completion; the response is incomplete",
                            code="engine_stream_error")  # fmt: skip
-            await out({"type": "http.response.body", "body": err.sse_event(self.request_id), "more_body": True})
+            final = err.sse_event(self.request_id)
         on_last()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": final, "more_body": False})
+        if stats.completed:
+            await _drain(chunks)
 
     def _first_tokens(self, data: bytes, now: float) -> None:
         stats = self.rewriter.stats
@@ -272,3 +288,13 @@ class Relay:
             stats.ttfa_s = now - self.t0
             if stats.ttft_s is None:
                 stats.ttft_s = stats.ttfa_s
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read an engine response to its end after ``[DONE]`` (its chunked terminator), so its
+    connection goes back to the pool; the client's response is already complete."""
+    try:
+        async for _ in chunks:
+            pass
+    except WIRE_ERRORS:
+        pass  # the connection is dropped on close; the answer was whole

@@ -1,6 +1,7 @@
 """The relay sends a stream's first and last messages through the ``send`` it was given (the
 wrappers of Serve's that watch them) and every body message between them through ``body_send``
-(the server's own send, handed over by ``ingress.GatewayWatchesDisconnects``)."""
+(the server's own send, handed over by ``ingress.GatewayWatchesDisconnects``). The read that
+carries ``[DONE]`` is the last message."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ async def _relay(body_send: bool) -> tuple[list[dict[str, Any]], list[dict[str, 
 async def test_the_middle_of_a_stream_goes_to_the_servers_own_send():
     wrapped, raw = await _relay(body_send=True)
     assert [m["type"] for m in wrapped] == ["http.response.start", "http.response.body"]
-    assert wrapped[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
-    assert b"".join(m["body"] for m in raw) == b"".join(EVENTS)
+    # the read carrying [DONE] ends the response: the server writes it and the end in one write
+    assert wrapped[-1] == {"type": "http.response.body", "body": EVENTS[-1], "more_body": False}
+    assert b"".join(m["body"] for m in raw) == b"".join(EVENTS[:-1])
     assert all(m["more_body"] for m in raw)
 
 
