@@ -139,6 +139,7 @@ class _Connection(asyncio.Protocol):
         resp = self.response
         if resp is not None:
             resp.status = self.parser.get_status_code()
+            resp.last_read = resp.loop.time()
             resp._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -170,7 +171,7 @@ class WireResponse:
     """An engine's response on one :class:`_Connection` (the ``EngineResponse`` protocol)."""
 
     __slots__ = ("conn", "eof", "error", "keep_alive", "last_read", "loop", "parts", "read_timeout_s",
-                 "received", "status", "until_close", "waiter")  # fmt: skip
+                 "status", "timer", "until_close", "waiter")  # fmt: skip
     closes_at_once = True
 
     def __init__(self, conn: _Connection, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
@@ -185,6 +186,7 @@ class WireResponse:
         self.until_close = True  # no Content-Length, not chunked: the body ends with the connection
         self.waiter: asyncio.Future[None] | None = None
         self.last_read = loop.time()
+        self.timer: asyncio.TimerHandle | None = None  # the read-timeout watchdog, armed while waiting
 
     def _wake(self) -> None:
         w = self.waiter
@@ -198,22 +200,25 @@ class WireResponse:
         self._wake()
 
     async def _wait(self) -> None:
-        """Until the parser reports progress; a read timeout is the longest wait for the next byte.
-        One timer per wait, not per byte: reads that arrive in time only move ``last_read``."""
+        """Until the parser reports progress. A read timeout is the longest wait for the next byte,
+        kept by one watchdog timer per response, not one per wait: reads that arrive in time only
+        move ``last_read``, and the watchdog, when it fires, re-arms itself from there."""
         self.waiter = w = self.loop.create_future()
-        timer = self.loop.call_at(self.last_read + self.read_timeout_s, self._check_timeout, w)
-        try:
-            await w
-        finally:
-            timer.cancel()
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.last_read + self.read_timeout_s, self._watch)
+        await w
 
-    def _check_timeout(self, w: asyncio.Future[None]) -> None:
-        if w.done():
+    def _watch(self) -> None:
+        self.timer = None
+        if self.waiter is None or self.eof or self.error is not None:
+            return  # not waiting: the next wait arms it again
+        due = self.last_read + self.read_timeout_s
+        if self.loop.time() < due:
+            self.timer = self.loop.call_at(due, self._watch)
             return
-        if self.loop.time() - self.last_read >= self.read_timeout_s:
-            self.error = EngineConnectionError(f"engine sent nothing for {self.read_timeout_s:g} s")
-            self.conn.abort()
-            self._wake()
+        self.error = EngineConnectionError(f"engine sent nothing for {self.read_timeout_s:g} s")
+        self.conn.abort()
+        self._wake()
 
     async def headers(self) -> None:
         while not self.status and self.error is None:
@@ -251,6 +256,9 @@ class WireResponse:
             await self._wait()
 
     async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         conn, self.conn.response = self.conn, None
         if self.eof and self.error is None and self.keep_alive and not conn.lost:
             conn.client._park(conn)
