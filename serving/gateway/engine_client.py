@@ -17,7 +17,8 @@ timers and trace hooks per request): see serving/gateway/README.md "Hot path". W
 all it does: a byte body to ``http://`` or ``https://`` engines; bodies framed by
 ``Content-Length``, chunked, or ended by the engine closing the connection; a per-origin LIFO pool
 of idle connections, each dropped after ``IDLE_KEEPALIVE_S`` or when the engine closes it; a
-connect timeout and a read timeout (the longest wait for the next byte).
+connect timeout and a read timeout (the longest wait for the next byte). ``https://`` engines are
+verified against the system's CAs; OpenSSL's ``SSL_CERT_FILE`` points it at a private CA's bundle.
 """
 
 from __future__ import annotations

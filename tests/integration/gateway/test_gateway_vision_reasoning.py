@@ -1,4 +1,4 @@
-"""Images and thinking through the production path (uvicorn gateway, aiohttp engine client,
+"""Images and thinking through the production path (uvicorn gateway, its engine client,
 a real simulator process): images pass to the engine and cost prompt tokens by their size,
 limits refuse with a 400 naming the part, reasoning tokens are split out in usage and metrics,
 and structured output comes back schema-valid."""

@@ -4,9 +4,12 @@ this process: framing, streaming, keep-alive reuse, and every way the wire can b
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
+import trustme
 
 from serving.gateway import engine_client
 from serving.gateway.engine_client import EngineConnectionError, WireEngineClient
@@ -20,15 +23,16 @@ class Engine:
     """A raw-socket HTTP server whose answer is the test's ``handler``; it counts connections and
     keeps the requests' header blocks."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.connections = 0
         self.heads: list[bytes] = []
         self.closed = asyncio.Event()  # set when a connection ends from the client's side
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Engine:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -38,7 +42,7 @@ class Engine:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def read_request(self, r: asyncio.StreamReader) -> bytes:
         head = await r.readuntil(b"\r\n\r\n")
@@ -272,3 +276,23 @@ async def test_cancelling_while_waiting_for_headers_drops_the_connection(wire: W
 async def test_a_url_that_is_not_http_is_refused(wire: WireEngineClient) -> None:
     with pytest.raises(EngineConnectionError, match="not http"):
         await wire.post("ftp://engine/x", b"", {})
+
+
+async def test_an_https_engine_is_verified_against_the_trusted_cas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    async with Engine(echo_keepalive, tls) as eng:
+        untrusting = client()
+        with pytest.raises(EngineConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.post(eng.url + "/v1/x", b"{}", {})
+        await untrusting.aclose()
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # how an operator trusts a private CA
+        wire = client()
+        resp = await wire.post(eng.url + "/v1/x", b'{"secure":1}', {})
+        assert await resp.read() == b'{"secure":1}'
+        await resp.close()
+        await wire.aclose()
