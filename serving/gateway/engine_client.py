@@ -11,7 +11,7 @@ client disconnect becomes an abort on the engine.
 ``WireEngineClient``: HTTP/1.1 connections as asyncio protocols, parsed by ``httptools`` (llhttp,
 the parser uvicorn serves with). A stream's hot path is one socket read per engine event; here a
 read is ``data_received`` → llhttp → ``on_body`` → the waiting relay woken, and a request is one
-pre-formatted write. aiohttp, the client before it, spent about a third more of the gateway's CPU
+pre-formatted write. aiohttp, the client before it, cost the gateway 27–51 % more CPU
 per request on the same load (its ``StreamReader`` per read; ``ClientRequest``, header multidicts,
 timers and trace hooks per request): see serving/gateway/README.md "Hot path". What it does, and
 all it does: a byte body to ``http://`` or ``https://`` engines; bodies framed by
