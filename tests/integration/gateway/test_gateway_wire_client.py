@@ -68,6 +68,26 @@ async def echo_keepalive(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: 
         await w.drain()
 
 
+def answers_once(raw: bytes, hold_s: float = 0.0) -> Handler:
+    """A handler that reads one request, writes ``raw``, and closes the connection ``hold_s`` later."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
+        await eng.read_request(r)
+        w.write(raw)
+        await w.drain()
+        await asyncio.sleep(hold_s)
+
+    return handler
+
+
+async def fetch(wire: WireEngineClient, url: str, body: bytes = b"{}") -> tuple[int, bytes]:
+    resp = await wire.post(url, body, {})
+    try:
+        return resp.status, await resp.read()
+    finally:
+        await resp.close()
+
+
 def client(**kw: float) -> WireEngineClient:
     return WireEngineClient(connect_timeout_s=kw.get("connect", 2.0), read_timeout_s=kw.get("read", 5.0),
                             user_agent="qwen-serve-test")  # fmt: skip
@@ -141,12 +161,7 @@ async def test_closing_an_unfinished_stream_drops_the_connection(wire: WireEngin
 
 
 async def test_an_engine_that_dies_mid_body_raises_a_connection_error(wire: WireEngineClient) -> None:
-    async def dies(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
-        await eng.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-        await w.drain()
-
-    async with Engine(dies) as eng:
+    async with Engine(answers_once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")) as eng:
         resp = await wire.post(eng.url + "/s", b"{}", {})
         with pytest.raises(EngineConnectionError, match="before the response ended"):
             async for _ in resp.chunks():
@@ -159,12 +174,7 @@ async def test_an_engine_that_dies_mid_body_raises_a_connection_error(wire: Wire
 async def test_an_engine_that_goes_silent_times_out() -> None:
     wire = client(read=0.3)
 
-    async def stalls(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
-        await eng.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
-        await w.drain()
-        await asyncio.sleep(10)
-
+    stalls = answers_once(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n", hold_s=10)
     async with Engine(stalls) as eng:
         resp = await wire.post(eng.url + "/s", b"{}", {})
         assert await resp.chunks().__anext__() == b"a"
@@ -196,17 +206,10 @@ async def test_a_refused_connection_is_a_connection_error(wire: WireEngineClient
 
 
 async def test_a_kept_alive_connection_the_engine_closed_is_replaced_transparently(wire: WireEngineClient) -> None:
-    async def one_per_connection(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
-        await eng.read_request(r)
-        # keep-alive promised, then the connection is closed anyway (an engine's idle timeout racing the reuse)
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await w.drain()
-
-    async with Engine(one_per_connection) as eng:
+    # keep-alive promised, then the connection is closed anyway (an engine's idle timeout racing the reuse)
+    async with Engine(answers_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")) as eng:
         for _ in range(3):
-            resp = await wire.post(eng.url + "/s", b"{}", {})
-            assert await resp.read() == b"ok"
-            await resp.close()
+            assert await fetch(wire, eng.url + "/s") == (200, b"ok")
         assert eng.connections == 3
 
 
@@ -216,37 +219,22 @@ async def test_idle_connections_older_than_the_keepalive_are_not_reused(
     monkeypatch.setattr(engine_client, "IDLE_KEEPALIVE_S", 0.05)
     async with Engine(echo_keepalive) as eng:
         for _ in range(2):
-            resp = await wire.post(eng.url + "/s", b"x", {})
-            assert await resp.read() == b"x"
-            await resp.close()
+            assert await fetch(wire, eng.url + "/s", b"x") == (200, b"x")
             await asyncio.sleep(0.1)
         assert eng.connections == 2
 
 
 async def test_connection_close_and_unframed_bodies(wire: WireEngineClient) -> None:
-    async def http10(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
-        await eng.read_request(r)
-        w.write(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy, try later")
-        await w.drain()
-
-    async with Engine(http10) as eng:
+    unframed = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy, try later"
+    async with Engine(answers_once(unframed)) as eng:
         for _ in range(2):
-            resp = await wire.post(eng.url + "/s", b"{}", {})
-            assert resp.status == 503
-            assert await resp.read() == b"busy, try later"  # framed by the connection's end
-            await resp.close()
+            assert await fetch(wire, eng.url + "/s") == (503, b"busy, try later")  # framed by the connection's end
         assert eng.connections == 2
         assert not wire._origins[eng.url].idle
 
 
 async def test_a_malformed_response_is_a_connection_error(wire: WireEngineClient) -> None:
-    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter, eng: Engine) -> None:
-        await eng.read_request(r)
-        w.write(b"SPDY/9 what\r\n\r\n")
-        await w.drain()
-        await asyncio.sleep(1)
-
-    async with Engine(garbage) as eng:
+    async with Engine(answers_once(b"SPDY/9 what\r\n\r\n", hold_s=1)) as eng:
         with pytest.raises(EngineConnectionError, match="malformed"):
             await wire.post(eng.url + "/s", b"{}", {})
 
