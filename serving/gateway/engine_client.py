@@ -116,9 +116,6 @@ class _Connection(asyncio.Protocol):
             self._fail(EngineConnectionError(f"malformed engine response: {exc}"))
             self.abort()
 
-    def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.client._forget(self)
@@ -228,9 +225,7 @@ class WireResponse:
             raise self.error
 
     async def read(self) -> bytes:
-        while not self.eof:
-            if self.error is not None:
-                raise self.error
+        while not self.eof and self.error is None:
             await self._wait()
         if self.error is not None:
             raise self.error
@@ -296,13 +291,10 @@ class WireEngineClient:
         return hit
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> WireResponse:
-        return await self.request(b"POST", url, body, headers)
-
-    async def request(self, method: bytes, url: str, body: bytes, headers: Mapping[str, str]) -> WireResponse:
         if self._closed:
             raise EngineConnectionError("the engine client is closed")
         origin, target = self._target(url)
-        head = self._head(method, target, origin, len(body), headers)
+        head = self._head(target, origin, len(body), headers)
         loop = asyncio.get_running_loop()
         conn = self._idle(origin, loop)
         reused = conn is not None
@@ -314,25 +306,19 @@ class WireEngineClient:
             self._busy.add(conn)
             try:
                 assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
+                conn.transport.writelines((head, body))
                 await resp.headers()
                 return resp
-            except EngineConnectionError:
+            except BaseException as exc:  # a wire failure, or cancelled (the client left) before the headers
                 conn.abort()
                 # a kept-alive connection the engine closed as we reused it: nothing reached the
                 # engine's application (no byte came back), so the request goes once more, fresh
-                if reused and not resp.status and not resp.parts:
-                    reused, conn = False, None
-                    continue
-                raise
-            except BaseException:  # cancelled (the client left) while waiting for headers
-                conn.abort()
-                raise
+                if not (reused and isinstance(exc, EngineConnectionError) and not resp.status):
+                    raise
+                reused, conn = False, None
 
-    def _head(self, method: bytes, target: bytes, origin: _Origin, length: int, headers: Mapping[str, str]) -> bytes:
-        lines = [method, b" ", target, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n", self._fixed,
+    def _head(self, target: bytes, origin: _Origin, length: int, headers: Mapping[str, str]) -> bytes:
+        lines = [b"POST ", target, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n", self._fixed,
                  b"content-length: ", str(length).encode(), b"\r\n"]  # fmt: skip
         for k, v in headers.items():
             if "\n" in v or "\r" in v or "\n" in k or "\r" in k:

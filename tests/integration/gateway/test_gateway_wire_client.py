@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pytest
 import trustme
+import uvloop
 
 from serving.gateway import engine_client
 from serving.gateway.engine_client import EngineConnectionError, WireEngineClient
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on both loops: uvloop is what the gateway runs on (its transports differ from asyncio's)."""
+    return uvloop.EventLoopPolicy() if request.param == "uvloop" else asyncio.DefaultEventLoopPolicy()
+
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Engine"], Awaitable[None]]
 
