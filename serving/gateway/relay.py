@@ -233,17 +233,14 @@ class Relay:
         out = body_send or send
         chunks = self.upstream.chunks
         last = 0.0
-        final = b""  # the last body message: the read that ended the stream, or an error event
         try:
             data = feed(self.upstream.first)
             if data:
                 last = clock()
                 self._first_tokens(data, last)
-                if stats.completed:
-                    final = data
-                else:
+            if not stats.completed:
+                if data:
                     await out({"type": "http.response.body", "body": data, "more_body": True})
-            if not final:
                 async for chunk in chunks:
                     data = feed(chunk)
                     if not data:
@@ -255,19 +252,17 @@ class Relay:
                         gaps.append(now - last)
                     last = now
                     if stats.completed:  # this read ends the stream ([DONE]): it closes the response
-                        final = data
                         break
                     await out({"type": "http.response.body", "body": data, "more_body": True})
-            if not final:
-                data = self.rewriter.flush()
-                if data and stats.ttfa_s is None:
-                    self._first_tokens(data, clock())
-                if data and stats.completed:
-                    final = data
-                elif data:
-                    await out({"type": "http.response.body", "body": data, "more_body": True})
+                else:  # the engine's body ended: what the rewriter still holds
+                    data = self.rewriter.flush()
+                    if data and stats.ttfa_s is None:
+                        self._first_tokens(data, clock())
+                    if data and not stats.completed:
+                        await out({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
                 raise EngineConnectionError("engine closed the stream before [DONE]")
+            final = data if stats.completed else b""  # the read that ended the stream, unless already sent
         except WIRE_ERRORS as exc:
             stats.error = str(exc) if isinstance(exc, EngineConnectionError) else f"{type(exc).__name__}: {exc}"
             err = ApiError(502, "engine stream failed before completion; the response is incomplete",
