@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -104,11 +105,9 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         tracer_provider: TracerProvider | None = None,
         rng: random.Random | None = None,
-        request_id_header: bool = True,
         shared_limits: bool = False,
     ) -> None:
         self.settings = settings
-        self.request_id_header = request_id_header
         self.generation: dict[str, tuple[type[ChatCompletionRequest | CompletionRequest], bool]] = {
             r.path: (r.request_model, r.path == "/v1/chat/completions")  # type: ignore[misc]
             for r in ROUTES
@@ -170,18 +169,17 @@ class Gateway:
     def _known_models(self, live: Sequence[Endpoint]) -> list[str]:
         return sorted({self.served_model, *(e.model for e in live)})
 
-    def id_header(self, rid: str) -> list[tuple[bytes, bytes]]:
-        return [(b"x-request-id", rid.encode("latin-1"))] if self.request_id_header else []
-
     # ---- the generation routes: plain ASGI, no framework layer between engine and server --------
-    async def serve_generation(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
-        """ASGI handler of ``POST /v1/chat/completions`` and ``POST /v1/completions``.
+    async def serve_generation(
+        self, scope: Scope, receive: Receive, send: Send, rid: str, id_header: list[tuple[bytes, bytes]]
+    ) -> None:
+        """ASGI handler of ``POST /v1/chat/completions`` and ``POST /v1/completions``; ``id_header``
+        goes on the response (empty when the server in front adds one).
 
         ``GatewayApp`` calls it before FastAPI's routing and middleware, so a stream's chunks go
         from the engine read straight to the server's ``send``. From the moment the body has been
         read, a client disconnect cancels the request wherever it is (``DisconnectGuard``)."""
         incoming = Incoming.of(scope, rid)
-        id_header = self.id_header(rid)
         guard: DisconnectGuard | None = None
         try:
             schema, chat = self.generation[incoming.path]
@@ -277,7 +275,7 @@ class Gateway:
             if req.stream:
                 rewriter = SseRewriter(entry.stats, keep_usage=client_usage, rename_reasoning=rename)
                 relay = Relay(upstream, rewriter, t0=t0, request_id=rid)
-                await relay.run(send, [*SSE_HEADERS, *id_header], guard.done, incoming.body_send)
+                await relay.run(send, [*SSE_HEADERS, *id_header], guard.done)
             else:
                 first = await whole_answer(upstream, chat=chat) if assemble else upstream.first
                 content = self._whole_answer(entry, first, rename, t0)
@@ -387,17 +385,24 @@ class GatewayApp(FastAPI):
     per streamed chunk. Every other request takes FastAPI's usual path. The request id (taken from
     ``x-request-id`` or made) is handled here, once, for both paths: it is put in the logging
     context and on the response (unless ``request_id_header`` is off because the server in front
-    sets it: Ray Serve's proxy and direct ingress always append one)."""
+    sets it: Ray Serve's proxy and direct ingress always append one).
 
-    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
+    ``self_identified`` is the same app with the id always on the response: what
+    ``ingress.GatewayServesGeneration`` calls for the generation routes ahead of Serve's layers,
+    the one that would have added it included."""
+
+    def __init__(self, gateway: Gateway, *, request_id_header: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gateway = gateway
-        origins = gateway.settings.gateway.cors_origins
-        # CORS (browser clients) wraps both paths, outermost; absent unless origins are configured.
-        self._entry: ASGIApp = self._dispatch
+        self._entry = self._cors(partial(self._dispatch, own_id=request_id_header))
+        self.self_identified = self._cors(partial(self._dispatch, own_id=True))
+
+    def _cors(self, app: ASGIApp) -> ASGIApp:
+        """CORS (browser clients) wraps both paths, outermost; absent unless origins are configured."""
+        origins = self.gateway.settings.gateway.cors_origins
         if origins:
-            self._entry = CORSMiddleware(
-                self._dispatch,
+            return CORSMiddleware(
+                app,
                 allow_origins=origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=[
@@ -405,15 +410,16 @@ class GatewayApp(FastAPI):
                     "content-type",
                     "x-request-id",
                     "traceparent",
-                    gateway.settings.routing.session_header,
+                    self.gateway.settings.routing.session_header,
                 ],
                 expose_headers=["x-request-id", "retry-after"],
             )
+        return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, *, own_id: bool) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -425,23 +431,23 @@ class GatewayApp(FastAPI):
         rid = request_id_of(value)
         token = REQUEST_ID.set(rid)
         gw = self.gateway
+        raw = rid.encode("latin-1")
         try:
             path = route_path(scope)
             if path in gw.generation:
+                id_header = [(b"x-request-id", raw)] if own_id else []
                 if scope["method"] == "POST":
-                    await gw.serve_generation(scope, receive, send, rid)
+                    await gw.serve_generation(scope, receive, send, rid, id_header)
                 else:
                     err = ApiError(405, "Method Not Allowed", code="method_not_allowed")
                     gw.ledger.refused(path, None, err)
-                    await send_error(send, err, rid, gw.id_header(rid))
+                    await send_error(send, err, rid, id_header)
                 return
-            raw = rid.encode("latin-1")
-            own = gw.request_id_header
 
             async def send_with_id(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                    message["headers"] = [*headers, (b"x-request-id", raw)] if own else headers
+                    message["headers"] = [*headers, (b"x-request-id", raw)] if own_id else headers
                 await send(message)
 
             await super().__call__(scope, receive, send_with_id)
@@ -462,16 +468,17 @@ def create_app(
     rng: random.Random | None = None,
     request_id_header: bool = True,
     shared_limits: bool = False,
-) -> FastAPI:
+) -> GatewayApp:
     """A new gateway app. ``transport`` replaces the network under the engine client (tests);
     ``tracer_provider`` replaces the one built from ``settings.telemetry``; ``request_id_header``
     False when the server in front already sets ``x-request-id`` on responses (Ray Serve);
     ``shared_limits`` True under Ray, where ``gateway.limits.share_across_replicas`` leases
     rate-limit capacity from one actor for all gateway replicas."""
     gw = Gateway(settings, endpoints, transport=transport, tracer_provider=tracer_provider, rng=rng,
-                 request_id_header=request_id_header, shared_limits=shared_limits)  # fmt: skip
+                 shared_limits=shared_limits)  # fmt: skip
     app = GatewayApp(
         gw,
+        request_id_header=request_id_header,
         title="qwen-serve gateway",
         version="1",
         description="OpenAI-compatible API in front of SGLang / vLLM / llama.cpp engines",

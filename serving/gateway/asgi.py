@@ -14,10 +14,6 @@ from starlette.types import Receive, Scope, Send
 from serving.gateway.errors import ApiError
 
 JSON_HEADER = (b"content-type", b"application/json")
-# Scope key: the server's own ``send``, set by a middleware in front of wrappers that only watch a
-# response's first and last message (``ingress.GatewayWatchesDisconnects``); the relay sends a
-# stream's middle body messages with it.
-BODY_SEND = "qwen_serve.body_send"
 
 
 def loads(raw: bytes) -> Any:
@@ -61,12 +57,9 @@ class Incoming:
     """What the generation path reads from an ASGI scope: the route path and the headers (the
     first value of each, names in lower-case bytes as ASGI gives them)."""
 
-    __slots__ = ("body_send", "client", "entered", "headers", "model", "path", "request_id", "responding")
+    __slots__ = ("client", "entered", "headers", "model", "path", "request_id", "responding")
 
-    def __init__(
-        self, path: str, headers: dict[bytes, bytes], request_id: str, client: str | None = None,
-        body_send: Send | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, path: str, headers: dict[bytes, bytes], request_id: str, client: str | None = None) -> None:
         self.path = path
         self.headers = headers
         self.request_id = request_id
@@ -74,7 +67,6 @@ class Incoming:
         self.model: str | None = None
         self.entered = False  # a ledger entry exists: it records the outcome, errors included
         self.responding = False  # the response has begun (or is about to): no error response any more
-        self.body_send = body_send  # see BODY_SEND
 
     @classmethod
     def of(cls, scope: Scope, request_id: str) -> Incoming:
@@ -83,7 +75,7 @@ class Incoming:
             if k not in headers:
                 headers[k] = v
         peer = scope.get("client")
-        return cls(route_path(scope), headers, request_id, str(peer[0]) if peer else None, scope.get(BODY_SEND))
+        return cls(route_path(scope), headers, request_id, str(peer[0]) if peer else None)
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)

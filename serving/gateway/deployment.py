@@ -22,7 +22,7 @@ from ray import serve
 
 from serving.config import Settings, settings_from_wire
 from serving.gateway.app import create_app
-from serving.gateway.ingress import watches_disconnects
+from serving.gateway.ingress import serves_generation
 from serving.observability.logging import configure_logging
 from serving.registry import Endpoint, EndpointSource, RegistryEndpoints
 
@@ -84,5 +84,6 @@ class GatewayIngress:
         # appends it to every response: ours would send the header twice.
         app = create_app(self.settings, WakeOnEmpty(RegistryEndpoints(), self.engines), request_id_header=False,
                          shared_limits=True)  # fmt: skip
-        watches_disconnects(app.state.gateway.generation)  # Serve need not watch these clients too
+        # The generation routes are served ahead of Serve's per-request layers (ingress.py)
+        serves_generation(app.self_identified, app.state.gateway.generation)
         return app

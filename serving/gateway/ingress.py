@@ -12,26 +12,29 @@ loop, and every ASGI message of a stream crosses between the two). That is the o
 tests), and log buffering, gRPC between deployments and GC freezing do not touch the token path.
 Measured in README.md "Hot path".
 
-They also install :class:`GatewayWatchesDisconnects` in front of each replica's direct-ingress
+They also install :class:`GatewayServesGeneration` in front of each replica's direct-ingress
 server (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, Serve's hook for ASGI middlewares on its
-HTTP servers). On the generation routes the gateway watches the client itself
-(``asgi.DisconnectGuard``); Serve would watch it a second time, with a receive-proxy task and a
-request task per request. The middleware marks those requests with Serve's own opt-out header.
-
-It also hands those requests the server's own ``send`` (scope key ``asgi.BODY_SEND``). Serve wraps
-``send`` twice on the way to the replica (its request-id middleware and its direct-ingress
-accounting); in Ray 2.60 both look only at ``http.response.start`` and the final body message. The
-gateway's relay sends those two through Serve's wrappers and the middle of a stream (one message
-per engine event) straight to the server: two coroutine layers less per event.
+HTTP servers). In the gateway's replicas it hands the two generation routes to the gateway's app
+directly, ahead of Serve's per-request layers (its request-id middleware, request metadata, a task
+watching the client, queue and ongoing-request accounting, metrics, and a wrapper around every
+``send``). The gateway does each of those itself for these routes: the request id, admission
+(``gateway.limits.max_in_flight``), the client's disconnect (``asgi.DisconnectGuard``), metrics
+and the access line. A replica that stops still finishes its streams: Serve's shutdown waits for
+the direct-ingress server, and the server for its open responses. What Serve no longer sees is
+these requests in its own per-deployment request metrics and ongoing-request count (the gateway
+deployment has a fixed replica count, so no autoscaling reads it). Every other route, and every
+request on the default-proxy path, takes Serve's usual way.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from serving.config.settings import IngressPath, Settings
-from serving.gateway.asgi import BODY_SEND
 
 _SAME_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 _MIDDLEWARES = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serving.gateway.ingress:ray_http_middlewares"}
@@ -43,17 +46,13 @@ _ENV: dict[IngressPath, dict[str, str]] = {
     IngressPath.PROXY: {},
 }
 
-# Serve's per-request opt-out of its disconnect monitoring (``x-request-disconnect-disabled: ?1``,
-# read by the direct-ingress server before it calls the replica's app).
-DISCONNECT_DISABLED = (b"x-request-disconnect-disabled", b"?1")
 
+class _InThisProcess:
+    """The gateway's app and its generation routes, registered by the gateway deployment when its
+    replica builds the app. Unset elsewhere: Serve's proxies, other deployments' replicas."""
 
-class _SelfWatched:
-    """Paths whose handler watches its client itself, registered by the gateway when its app is
-    built in this process (a replica of the gateway deployment). None elsewhere: Serve's proxies,
-    other deployments' replicas."""
-
-    paths: tuple[str, ...] = ()
+    app: ASGIApp | None = None
+    paths: frozenset[str] = frozenset()
 
 
 def env_for(path: IngressPath) -> dict[str, str]:
@@ -65,26 +64,28 @@ def ingress_env(s: Settings) -> dict[str, str]:
     return env_for(s.gateway.ingress)
 
 
-def watches_disconnects(paths: Iterable[str]) -> None:
-    """Called by the gateway deployment in its replica: these routes watch their clients themselves."""
-    _SelfWatched.paths = tuple(sorted({*_SelfWatched.paths, *paths}))
+def serves_generation(app: ASGIApp, paths: Iterable[str]) -> None:
+    """Called by the gateway deployment in its replica: requests to ``paths`` go to ``app`` ahead
+    of Serve's layers (``app`` puts the request id on its responses itself). Only where the replica
+    runs its user code on the server's own loop (``_SAME_LOOP``, set with the middleware): the app's
+    state belongs to that loop."""
+    if all(os.environ.get(k) == v for k, v in _SAME_LOOP.items()):
+        _InThisProcess.app, _InThisProcess.paths = app, frozenset(paths)
 
 
-class GatewayWatchesDisconnects:
-    """Pure ASGI middleware in front of Serve's direct-ingress app: requests to a route registered
-    with :func:`watches_disconnects` get Serve's opt-out header, so Serve awaits the gateway's
-    handler directly instead of racing it against a task of its own that reads the client. A client
-    that leaves still cancels the request: the gateway's ``DisconnectGuard`` reads the server's
-    ``http.disconnect`` and closes the engine connection."""
+class GatewayServesGeneration:
+    """Pure ASGI middleware in front of Serve's direct-ingress app: in a gateway replica, a request
+    to a generation route goes to the gateway's app directly; anything else to Serve's."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        paths = _SelfWatched.paths
-        if paths and scope["type"] == "http" and scope["path"].endswith(paths):
-            scope = {**scope, "headers": [*scope["headers"], DISCONNECT_DISABLED], BODY_SEND: send}
-        await self.app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = _InThisProcess.app
+        if gateway is not None and scope["type"] == "http" and scope["path"] in _InThisProcess.paths:
+            await gateway(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def ray_http_middlewares() -> list[Any]:
@@ -92,4 +93,4 @@ def ray_http_middlewares() -> list[Any]:
     around its HTTP servers, the replicas' direct-ingress servers included."""
     from starlette.middleware import Middleware
 
-    return [Middleware(GatewayWatchesDisconnects)]
+    return [Middleware(GatewayServesGeneration)]

@@ -217,20 +217,15 @@ class Relay:
         self.t0 = t0
         self.request_id = request_id
 
-    async def run(
-        self, send: Send, headers: list[tuple[bytes, bytes]], on_last: Callable[[], Any], body_send: Send | None = None
-    ) -> None:
+    async def run(self, send: Send, headers: list[tuple[bytes, bytes]], on_last: Callable[[], Any]) -> None:
         """Relay to the end; ``on_last`` runs just before the last body message (from then on a
         disconnect is an ordinary end). The read that carries ``[DONE]`` is that last message, so the
-        server writes it and the response's end in one write. ``body_send``, when given, carries the
-        body messages between the first and the last (the server's own ``send``, past the wrappers
-        ``send`` goes through)."""
+        server writes it and the response's end in one write."""
         stats = self.rewriter.stats
         feed = self.rewriter.feed
         gaps = stats.gaps_s
         clock = time.perf_counter
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        out = body_send or send
         chunks = self.upstream.chunks
         last = 0.0
         try:
@@ -240,7 +235,7 @@ class Relay:
                 self._first_tokens(data, last)
             if not stats.completed:
                 if data:
-                    await out({"type": "http.response.body", "body": data, "more_body": True})
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 async for chunk in chunks:
                     data = feed(chunk)
                     if not data:
@@ -253,13 +248,13 @@ class Relay:
                     last = now
                     if stats.completed:  # this read ends the stream ([DONE]): it closes the response
                         break
-                    await out({"type": "http.response.body", "body": data, "more_body": True})
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 else:  # the engine's body ended: what the rewriter still holds
                     data = self.rewriter.flush()
                     if data and stats.ttfa_s is None:
                         self._first_tokens(data, clock())
                     if data and not stats.completed:
-                        await out({"type": "http.response.body", "body": data, "more_body": True})
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
             if not stats.completed and stats.error is None:
                 raise EngineConnectionError("engine closed the stream before [DONE]")
             final = data if stats.completed else b""  # the read that ended the stream, unless already sent

@@ -97,9 +97,9 @@ def gateway_replica():
 
 def test_serve_leaves_watching_the_client_to_the_gateway(stack):
     """The gateway watches its clients itself (``DisconnectGuard``); the middleware that
-    ``ingress.py`` installs in Serve's direct-ingress server opts these requests out of Serve's own
-    watch, so no receive-proxy task and no request task of Serve's run beside the gateway's. The
-    aborts above happen with that in place."""
+    ``ingress.py`` installs in Serve's direct-ingress server hands the generation routes to the
+    gateway ahead of Serve's layers, so no receive-proxy task and no request task of Serve's run
+    beside the gateway's. The aborts above happen with that in place."""
     import ray
 
     url, engine_url = stack

@@ -103,7 +103,22 @@ def test_error_shapes(client, url):
     raw = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert raw.status_code == 400
     assert raw.json()["error"]["type"]
-    assert raw.headers["x-request-id"]
+
+
+def test_every_response_carries_one_request_id(url):
+    """Generation routes are served ahead of Serve's layers (the gateway sets the id), the others
+    behind them (Serve's middleware sets it): either way, exactly one."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    responses = [
+        httpx.post(f"{url}/v1/chat/completions", json=body),
+        httpx.post(f"{url}/v1/chat/completions", json={**body, "stream": True}),
+        httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}),
+        httpx.get(f"{url}/v1/models"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 400, 200]
+    assert [len(r.headers.get_list("x-request-id")) for r in responses] == [1, 1, 1, 1]
+    mine = httpx.post(f"{url}/v1/chat/completions", json=body, headers={"x-request-id": "caller-id-7"})
+    assert mine.headers.get_list("x-request-id") == ["caller-id-7"]
 
 
 def test_gateway_metrics_have_units(url):
