@@ -12,7 +12,10 @@ come back — an engine answers its first byte after their prefill) plus its own
 which every request queued with it waits for too (one prefill batch). What each engine has cached
 is estimated from what this gateway sent it: the conversation text is cut into blocks of
 ``PREFIX_BLOCK_CHARS`` characters with chained hashes (as a paged radix cache keys pages), kept per
-engine in a bounded LRU. The request goes to the engine of least estimated cost, a cache miss
+engine in a bounded LRU. A prompt counts as cached once the engine's first byte for it came back:
+an engine inserts a prompt into its radix cache when the prefill is done, so requests that share a
+prefix and reach an engine together (a burst of new conversations on one system prompt) each pay
+it, and are spread as such. The request goes to the engine of least estimated cost, a cache miss
 charged ``routing.affinity_miss_weight`` × its characters on top (the prefill it adds for the
 requests that come after).
 """
@@ -52,6 +55,7 @@ class Dispatch:
 
     endpoint: Endpoint
     prefill_chars: int = 0  # estimated uncached prompt characters, counted as queued until the first byte
+    blocks: tuple[int, ...] = ()  # the prompt's block hashes (policies that estimate caches)
     prefilling: bool = True
     done: bool = False
 
@@ -142,25 +146,34 @@ class Router:
         """Uncached prompt characters of ``ctx`` on ``ep`` (policies that estimate caches)."""
         return 0
 
+    def prefilled(self, d: Dispatch) -> None:
+        """The engine has prefilled ``d``'s prompt (policies that estimate caches)."""
+
     def dispatched(self, ep: Endpoint, ctx: RequestContext | None = None) -> Dispatch:
         """A request was sent to ``ep``; every call is matched by one ``completed``."""
-        d = Dispatch(ep, self.prefill_estimate(ep, ctx) if ctx is not None else 0)
+        d = Dispatch(ep, self.prefill_estimate(ep, ctx), ctx.blocks) if ctx is not None else Dispatch(ep)
         self.outstanding.inc(ep.url, d.prefill_chars)
         return d
 
     def first_byte(self, d: Dispatch) -> None:
         """The engine answered the first byte: its prefill of the request is done."""
         if d.prefilling:
-            d.prefilling = False
-            self.outstanding.prefilled(d.endpoint.url, d.prefill_chars)
+            self._unqueue(d)
+            self.prefilled(d)
 
     def completed(self, d: Dispatch) -> None:
-        """A request ended (answered, failed, or aborted). Idempotent."""
+        """A request ended (answered, failed, or aborted: then its prompt is not presumed cached).
+        Idempotent."""
         if d.done:
             return
-        self.first_byte(d)
+        if d.prefilling:
+            self._unqueue(d)
         d.done = True
         self.outstanding.dec(d.endpoint.url)
+
+    def _unqueue(self, d: Dispatch) -> None:
+        d.prefilling = False
+        self.outstanding.prefilled(d.endpoint.url, d.prefill_chars)
 
     def load(self, ep: Endpoint) -> float:
         return self.outstanding.load(ep)
@@ -280,10 +293,11 @@ class PrefixAffinityRouter(_AffinityRouter):
     def prefill_estimate(self, ep: Endpoint, ctx: RequestContext) -> int:
         if not ctx.blocks:
             return 0
-        t = self.tracker(ep.url)
-        uncached = max(ctx.chars - t.match(ctx.blocks) * PREFIX_BLOCK_CHARS, 0)
-        t.insert(ctx.blocks)  # the engine's radix cache keeps the prompt once prefilled
-        return uncached
+        return max(ctx.chars - self.tracker(ep.url).match(ctx.blocks) * PREFIX_BLOCK_CHARS, 0)
+
+    def prefilled(self, d: Dispatch) -> None:
+        if d.blocks:
+            self.tracker(d.endpoint.url).insert(d.blocks)  # the engine's radix cache holds the prompt now
 
 
 class SessionAffinityRouter(_AffinityRouter):

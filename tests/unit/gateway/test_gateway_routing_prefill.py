@@ -105,6 +105,30 @@ async def test_queued_prefill_counts_uncached_characters_until_the_first_byte():
     assert again.prefill_chars < PREFIX_BLOCK_CHARS  # the same prompt again: cached but its last partial block
 
 
+async def test_a_prompt_counts_as_cached_once_its_first_byte_came_back_and_not_if_it_failed():
+    r, endpoints = router(), eps(1)
+    body = conversation(0, 0)
+    chars = len(conversation_text(body)[0])
+    _, first = await send(r, body, endpoints, answered=False)
+    _, together = await send(r, body, endpoints, answered=False)  # reaches the engine with it: no hit
+    assert first.prefill_chars == together.prefill_chars == chars
+    r.completed(together)  # failed before its first byte: its prompt is not presumed cached
+    r.first_byte(first)
+    _, later = await send(r, body, endpoints, answered=False)
+    assert later.prefill_chars < PREFIX_BLOCK_CHARS
+
+
+async def test_a_burst_of_new_conversations_on_one_system_prompt_is_spread_by_their_prompt_work():
+    r, endpoints = router(affinity_max_load_ratio=100.0), eps(4)  # no count limit: the cost model alone
+
+    def first_turn(c: int) -> dict[str, Any]:  # a long shared system prompt, a short task each
+        return {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM * 8},
+                                             {"role": "user", "content": f"task {c}: fix the parser"}]}  # fmt: skip
+
+    placed = [(await send(r, first_turn(c), endpoints, answered=False))[0].url for c in range(8)]
+    assert sorted(placed.count(ep.url) for ep in endpoints) == [2, 2, 2, 2]
+
+
 async def test_a_conversation_follows_the_engine_that_holds_its_history():
     r, endpoints = router(), eps(4)
     homes = set()
@@ -164,7 +188,9 @@ async def test_a_gateway_that_never_saw_a_conversation_presumes_its_home_engine_
     home, _ = await send(first, conversation(0, 0), endpoints)  # all idle: the rendezvous home
     other = router()  # another gateway replica: serves turn 3 without having seen turns 0-2
     for c, ep in enumerate(endpoints, 1):  # it sent other conversations (the shared system prompt) everywhere
-        other.completed(other.dispatched(ep, other.context(MODEL, conversation(c, 0))))
+        d = other.dispatched(ep, other.context(MODEL, conversation(c, 0)))
+        other.first_byte(d)
+        other.completed(d)
     other.dispatched(home, other.context(MODEL, conversation(9, 0)))  # and has prompt work queued on home
     ep = await other.choose(other.context(MODEL, conversation(0, 3)), endpoints)
     assert ep.url == home.url
