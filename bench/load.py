@@ -96,3 +96,32 @@ def measure(
         "wall_s": data["wall_s"],
         "results": results,
     }
+
+
+def pool(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several :func:`measure` windows of one arm as one: requests, tokens, wall time and CPU seconds
+    added up, percentiles over every request, the idle background as each window read it."""
+    results = [r for w in windows for r in w["results"]]
+    wall = sum(w["wall_s"] for w in windows)
+    summary = summarize(results, wall)
+    cpu_s: dict[str, float] = {}
+    net: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    for w in windows:
+        rate = w["idle_cpu_per_s"] or {}
+        for role, s in w["cpu_s"].items():
+            cpu_s[role] = cpu_s.get(role, 0.0) + s
+            net[role] = net.get(role, 0.0) + max(s - rate.get(role, 0.0) * w["wall_s"], 0.0)
+        for role, r in rate.items():
+            idle[role] = idle.get(role, 0.0) + r * w["wall_s"] / wall
+    has_idle = all(w["idle_cpu_per_s"] for w in windows)
+    return {
+        "summary": asdict(summary),
+        "cpu_s": cpu_s,
+        "cpu_ms_per_request": cpu_ms_per_request(cpu_s, summary.ok),
+        "idle_cpu_per_s": idle if has_idle else None,
+        "cpu_ms_per_request_net": cpu_ms_per_request(net, summary.ok) if has_idle else None,
+        "wall_s": wall,
+        "windows_s": [w["wall_s"] for w in windows],
+        "results": results,
+    }

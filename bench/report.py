@@ -109,6 +109,11 @@ def stack_md(st: dict[str, Any]) -> str:
         "CPU each stack burns with no request in flight (read for 10 s before the window; *stack idle CPU %* is "
         "that rate, in % of one core).\n"
     )
+    if w.get("repeated_arms"):
+        keys = " and ".join(f"({k})" for k in w["repeated_arms"])
+        head += (f"{keys}, the arms the goals compare, ran twice per event rate: in the round's order, "
+                 "then once more in reverse after the last arm; their two windows are pooled "
+                 "(*window s* is the sum).\n")  # fmt: skip
     out = [head]
     for rate, r in st["rates"].items():
         out.append(f"\n**Event rate: {RATE_LABELS.get(rate, rate)}**\n\n" + _stack_rate_md(r))

@@ -141,3 +141,19 @@ def test_parse_monitor_lines() -> None:
         "INFO x\nreplicas t=100.5 running=1 endpoints=1\nreplicas error X: y\nreplicas t=101.0 running=4 endpoints=2\n"
     )
     assert parse_monitor(text) == [(100.5, 1, 1), (101.0, 4, 2)]
+
+
+def test_pooled_windows_add_up_work_and_cpu_and_keep_each_windows_idle_background() -> None:
+    from bench.load import pool
+
+    def window(n: int, wall: float, cpu: float, idle: float) -> dict:
+        results = [RequestResult(ok=True, ttft_s=0.01 * (i + 1), latency_s=0.1, tokens=10, events=5) for i in range(n)]
+        return {"results": results, "wall_s": wall, "cpu_s": {"gateway": cpu}, "idle_cpu_per_s": {"gateway": idle}}
+
+    m = pool([window(100, 20.0, 4.0, 0.1), window(300, 20.0, 6.0, 0.0)])
+    assert m["summary"]["ok"] == 400
+    assert m["summary"]["tokens_per_s"] == pytest.approx(4000 / 40.0)  # not the mean of 50 and 150
+    assert m["cpu_ms_per_request"]["gateway"] == pytest.approx(10.0 * 1000 / 400)
+    assert m["cpu_ms_per_request_net"]["gateway"] == pytest.approx((4.0 - 0.1 * 20 + 6.0) * 1000 / 400)
+    assert m["idle_cpu_per_s"]["gateway"] == pytest.approx(0.05)
+    assert m["windows_s"] == [20.0, 20.0]
