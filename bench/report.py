@@ -336,7 +336,8 @@ def fair_queuing_md(fq: dict[str, Any]) -> str:
 def limits_md(lm: dict[str, Any]) -> str:
     tax, rate = lm["tax"], lm["rate"]
     head = (f"Stack-tax arm (b), {lm['concurrency']} closed-loop streams × {lm['max_tokens']} tokens for "
-            f"{lm['seconds_per_arm']:g} s per arm, per-tenant limits off then on (shared across replicas, set to "
+            f"{lm['seconds_per_arm']:g} s per window, per-tenant limits off, on, on, off (each setting's two windows "
+            "pooled; shared across replicas, set to "
             f"2× the rate measured without them: {tax.get('requests_per_min')} requests/min, "
             f"{tax.get('tokens_per_min')} tokens/min). Then 3 gateway replicas offered 3× a requests/min "
             "limit.\n\n")  # fmt: skip

@@ -492,9 +492,9 @@ def create_app(
             app.add_api_route(r.path, getattr(gw, r.handler), methods=[r.method], summary=r.summary,
                               response_model=None)  # fmt: skip
     # The generation routes head the route table although FastAPI never dispatches them (GatewayApp
-    # serves them first): route-name lookups over the table, Serve's for every request it passes to a
-    # replica included, then stop at the first entry and label them by path, instead of trying every
-    # route twice (with and without a trailing slash) and finding none.
+    # serves them first): route-name lookups over the table (Serve's, for the requests it passes to
+    # the replica: every one on the default-proxy path) then stop at the first entry and label them by
+    # path, instead of trying every route twice (with and without a trailing slash) and finding none.
     app.router.routes[:0] = [StarletteRoute(r.path, _served_by_gateway_app, methods=[r.method], include_in_schema=False)
                              for r in ROUTES if r.generation]  # fmt: skip
 
