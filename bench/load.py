@@ -82,25 +82,20 @@ def measure(
     data = json.loads(out)
     if data.get("result_path"):
         data = json.loads(Path(data["result_path"]).read_text())
-    results = [RequestResult(**r) for r in data["results"]]
-    summary = summarize(results, data["wall_s"])
-    cpu_s = cpu_delta_by_role(before, after)
-    wall = data["wall_s"]
-    net = {r: max(v - idle_rate.get(r, 0.0) * wall, 0.0) for r, v in cpu_s.items()}
-    return {
-        "summary": asdict(summary),
-        "cpu_s": cpu_s,
-        "cpu_ms_per_request": cpu_ms_per_request(cpu_s, summary.ok),
-        "idle_cpu_per_s": idle_rate or None,
-        "cpu_ms_per_request_net": cpu_ms_per_request(net, summary.ok) if idle_rate else None,
+    window = {
+        "results": [RequestResult(**r) for r in data["results"]],
         "wall_s": data["wall_s"],
-        "results": results,
+        "cpu_s": cpu_delta_by_role(before, after),
+        "idle_cpu_per_s": idle_rate or None,
     }
+    return pool([window])
 
 
 def pool(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Several :func:`measure` windows of one arm as one: requests, tokens, wall time and CPU seconds
-    added up, percentiles over every request, the idle background as each window read it."""
+    """Measured windows of one arm (each: ``results``, ``wall_s``, ``cpu_s`` per role and
+    ``idle_cpu_per_s`` or None) as one: requests, tokens, wall time and CPU seconds added up,
+    percentiles over every request, the idle background as each window read it. :func:`measure`
+    returns one window this way, so a pool of measures is a pool of their windows."""
     results = [r for w in windows for r in w["results"]]
     wall = sum(w["wall_s"] for w in windows)
     summary = summarize(results, wall)

@@ -194,7 +194,7 @@ def pooled(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     runs = [first, second]
     failed = next((m for m in runs if m.get("status") != "measured"), None)
     if failed is not None:
-        return {k: v for k, v in failed.items() if k != "results"}
+        return failed
     m = pool(runs)
     m.pop("results")
     keep = ("status", "label", "start_s", "start_retried")
@@ -278,10 +278,8 @@ def run(
             print(f"[stack tax] {rate}: ({key}) again: {_brief(again)}", flush=True)
             arms[key] = pooled(arms[key], again)
             print(f"[stack tax] {rate}: ({key}) both windows: {_brief(arms[key])}", flush=True)
-        for key, m in arms.items():
-            m.pop("results", None)
-            if key in lows:
-                m["low"] = lows[key]
+        for key, lm in lows.items():
+            arms[key]["low"] = lm
         cmp = compare(arms)
         profiles: dict[str, Any] = {}
         missed = any(g["met"] is False for g in cmp["goals"])
