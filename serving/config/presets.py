@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 MIB = 1 << 20
@@ -21,9 +22,11 @@ class SamplingDefaults:
     min_p: float | None = None
     presence_penalty: float | None = None
 
-    def as_request_fields(self) -> dict[str, float | int]:
-        """The OpenAI/engine request fields this preset sets when a request leaves them unset."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    @cached_property
+    def request_fields(self) -> tuple[tuple[str, float | int], ...]:
+        """The OpenAI/engine request fields this preset sets when a request leaves them unset
+        (worked out once: the gateway reads them on every request)."""
+        return tuple((f, v) for f in self.__dataclass_fields__ if (v := getattr(self, f)) is not None)
 
 
 @dataclass(frozen=True)

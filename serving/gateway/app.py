@@ -61,7 +61,7 @@ from serving.gateway.upstream import Dispatcher, Upstream
 from serving.gateway.vision import check_images, check_text_body
 from serving.observability.logging import REQUEST_ID
 from serving.observability.metrics import GatewayMetrics
-from serving.observability.tracing import PROPAGATOR, inject_headers, make_tracer_provider
+from serving.observability.tracing import PROPAGATOR, inject_headers, make_tracer_provider, records_roots
 from serving.registry import Endpoint, EndpointSource
 
 log = logging.getLogger("serving.gateway")
@@ -122,7 +122,8 @@ class Gateway:
         self.tracer_provider = tracer_provider or make_tracer_provider(settings.telemetry)
         shared = g.limits.share_across_replicas and shared_limits
         limiter = SharedRateLimiter(g.limits) if shared else RateLimiter(g.limits)
-        self.ledger = Ledger(self.metrics, limiter, self.tracer_provider.get_tracer("serving.gateway"))
+        self.ledger = Ledger(self.metrics, limiter, self.tracer_provider.get_tracer("serving.gateway"),
+                             roots=records_roots(self.tracer_provider))  # fmt: skip
         self.router = make_router(settings.routing, rng=rng)
         self.upstream_headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if settings.engine.api_key is not None:

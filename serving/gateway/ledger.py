@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 
 from serving.gateway.auth import RateLimiter, Tenant
 from serving.gateway.errors import ApiError
@@ -28,22 +28,13 @@ access_log = logging.getLogger("serving.gateway.access")
 
 
 class Ledger:
-    def __init__(self, metrics: GatewayMetrics, limiter: RateLimiter, tracer: Tracer) -> None:
+    def __init__(self, metrics: GatewayMetrics, limiter: RateLimiter, tracer: Tracer, *, roots: bool = True) -> None:
         self.metrics = metrics
         self.limiter = limiter
         self.tracer = tracer
+        self.roots = roots  # a request without a caller's trace gets a span (False: spans go nowhere)
         self.in_flight = 0
         metrics.in_flight.set_function(lambda: self.in_flight)
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once per label set (served models × routes ×
-        statuses: a small, bounded set) instead of once per request."""
-        key = (metric, labels)
-        c = self._children.get(key)
-        if c is None:
-            c = self._children[key] = metric.labels(*labels)
-        return c
 
     async def admit(self, tenant: Tenant, estimate: int) -> None:
         """The tenant's rate limits: take one request and the token estimate, or raise 429."""
@@ -56,8 +47,12 @@ class Ledger:
         self, route: str, model: str, who: str, estimate: int, t0: float, *,
         parent: Context | None, attributes: dict[str, Any],
     ) -> Entry:  # fmt: skip
-        span = self.tracer.start_span(f"POST {route}", context=parent, kind=SpanKind.SERVER)
-        span.set_attributes(attributes)
+        span: Span
+        if parent is None and not self.roots:
+            span = INVALID_SPAN  # no trace to join and none exported: no span, nothing sent on
+        else:
+            span = self.tracer.start_span(f"POST {route}", context=parent, kind=SpanKind.SERVER)
+            span.set_attributes(attributes)
         self.in_flight += 1
         return Entry(self, route, model, who, estimate, t0, span)
 
@@ -89,8 +84,9 @@ class Entry:
     def engine(self, ep: Endpoint) -> None:
         """The engine that answers this request."""
         self.endpoint = ep
-        self.span.set_attributes({"qwen_serve.engine.replica_id": ep.replica_id, "qwen_serve.engine.url": ep.url,
-                                  "qwen_serve.engine.kind": ep.engine})  # fmt: skip
+        if self.span.is_recording():
+            self.span.set_attributes({"qwen_serve.engine.replica_id": ep.replica_id, "qwen_serve.engine.url": ep.url,
+                                      "qwen_serve.engine.kind": ep.engine})  # fmt: skip
 
     def finish(self, status: int) -> None:
         if self.done:
@@ -105,7 +101,7 @@ class Entry:
             status = 502
         ok = status == 200
         e2e = time.perf_counter() - self.t0
-        model, child = self.model, led.child
+        model, child = self.model, m.child
         child(m.requests, model, self.route, str(status)).inc()
         outcome = "success" if ok else "error"
         child(m.e2e, model, outcome).observe(e2e)
@@ -130,17 +126,19 @@ class Entry:
             m.images.labels(model).inc(self.images.count)
             m.image_prompt_tokens.labels(model).inc(self.images.tokens)
         led.limiter.settle(self.who, self.estimate, usage.total)
-        self.span.set_attributes({
-            "http.response.status_code": status,
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-            "qwen_serve.usage.reasoning_tokens": reasoning,
-            "qwen_serve.ttft_s": st.ttft_s if st.ttft_s is not None else -1.0,
-            "qwen_serve.client_disconnected": st.disconnected,
-        })  # fmt: skip
-        if not ok:
-            self.span.set_status(Status(StatusCode.ERROR, st.error or f"HTTP {status}"))
-        self.span.end()
+        span = self.span
+        if span.is_recording():
+            span.set_attributes({
+                "http.response.status_code": status,
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "qwen_serve.usage.reasoning_tokens": reasoning,
+                "qwen_serve.ttft_s": st.ttft_s if st.ttft_s is not None else -1.0,
+                "qwen_serve.client_disconnected": st.disconnected,
+            })  # fmt: skip
+            if not ok:
+                span.set_status(Status(StatusCode.ERROR, st.error or f"HTTP {status}"))
+        span.end()
         if not access_log.isEnabledFor(logging.INFO):
             return
         access_log.info(

@@ -26,7 +26,7 @@ def apply_presets(body: dict[str, Any], s: Settings, *, chat: bool) -> bool:
             kw["preserve_thinking"] = True
         body["chat_template_kwargs"] = kw
     spec = s.preset
-    for k, v in (spec.thinking if thinking else spec.non_thinking).as_request_fields().items():
+    for k, v in (spec.thinking if thinking else spec.non_thinking).request_fields:
         if body.get(k) is None:
             body[k] = v
     return thinking

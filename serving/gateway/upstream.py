@@ -93,7 +93,7 @@ class Dispatcher:
             ep = await self.router.choose(ctx, pool)
             tried.add(ep.url)
             sent = self.router.dispatched(ep, ctx)
-            self.metrics.routed.labels(ep.replica_id, self.policy).inc()
+            self.metrics.child(self.metrics.routed, ep.replica_id, self.policy).inc()
             resp: EngineResponse | None = None
             try:
                 resp = await self.client.post(ep.url.rstrip("/") + path, payload, headers)

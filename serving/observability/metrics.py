@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -156,6 +157,19 @@ class GatewayMetrics:
         )  # fmt: skip
         for reason in ADMISSION_REASONS:
             self.rejections.labels(reason)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set instead of once per request
+        (``labels`` validates and locks). The sets are small (models × routes × statuses, engine
+        endpoints × policy); endpoints come and go, so the cache starts over past 4096 entries."""
+        key = (metric, labels)
+        c = self._children.get(key)
+        if c is None:
+            if len(self._children) >= 4096:
+                self._children.clear()
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

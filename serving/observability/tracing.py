@@ -12,32 +12,42 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Span, set_span_in_context
+from opentelemetry.trace import INVALID_SPAN, Span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from serving.config.settings import TelemetrySettings
 
 PROPAGATOR = TraceContextTextMapPropagator()
+# The sampler of a provider with nowhere to export: a request without a caller's trace gets no
+# span at all (``records_roots`` False), one with a caller's trace follows its sampled flag.
+UNSAMPLED_ROOTS = ParentBased(ALWAYS_OFF)
 
 
 def make_tracer_provider(t: TelemetrySettings, exporter: SpanExporter | None = None) -> TracerProvider:
     """A provider for one app. ``exporter`` (tests: ``InMemorySpanExporter``) wins over OTLP.
 
-    With nowhere to export, spans are not recorded (``ParentBased(ALWAYS_OFF)``): a request's span
-    costs nothing, and its context still goes to the engine. A caller's sampled ``traceparent`` is
-    still followed, so an engine that exports traces keeps the caller's trace whole."""
+    With nowhere to export, spans are not recorded (``UNSAMPLED_ROOTS``): a request without a
+    caller's ``traceparent`` gets no span and sends none to the engine, so it costs nothing. A
+    caller's ``traceparent`` is still followed and forwarded, so an engine that exports traces keeps
+    the caller's trace whole."""
     if exporter is None and t.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=t.otlp_endpoint.rstrip("/") + "/v1/traces")
     resource = Resource.create({"service.name": t.service_name})
     if exporter is None:
-        return TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
+        return TracerProvider(resource=resource, sampler=UNSAMPLED_ROOTS)
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     return provider
 
 
+def records_roots(provider: TracerProvider) -> bool:
+    """Whether a request that arrives without a trace of its own gets a span (spans are exported)."""
+    return provider.sampler is not UNSAMPLED_ROOTS
+
+
 def inject_headers(span: Span, headers: MutableMapping[str, str]) -> None:
-    """Write ``traceparent`` (and ``tracestate``) for ``span`` into ``headers``."""
-    PROPAGATOR.inject(headers, context=set_span_in_context(span))
+    """Write ``traceparent`` (and ``tracestate``) for ``span`` into ``headers``; nothing for no span."""
+    if span is not INVALID_SPAN:
+        PROPAGATOR.inject(headers, context=set_span_in_context(span))

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from serving.config import Settings, load_settings
 from serving.gateway import create_app
+from serving.observability.tracing import make_tracer_provider
 from serving.registry import Endpoint, StaticEndpoints
 
 MODEL = "smollm2-135m"
@@ -118,12 +119,14 @@ def make_rig() -> Callable[..., Any]:
         engines: list[FakeEngine] | None = None,
         endpoints: list[Endpoint] | None = None,
         env: dict[str, str] | None = None,
+        exporting: bool = True,
     ) -> Rig:
+        """``exporting`` False: the provider the app builds itself with nowhere to export."""
         settings: Settings = load_settings(overrides=overrides or {}, env=env or {})
         engines = engines if engines is not None else [FakeEngine("engine-a")]
         eps = endpoints if endpoints is not None else [endpoint(e.name) for e in engines]
         spans = InMemorySpanExporter()
-        provider = TracerProvider()
+        provider = TracerProvider() if exporting else make_tracer_provider(settings.telemetry)
         provider.add_span_processor(SimpleSpanProcessor(spans))
         app = create_app(settings, StaticEndpoints(eps), transport=EngineTransport({e.name: e for e in engines}),
                          tracer_provider=provider, rng=random.Random(7))  # fmt: skip

@@ -156,6 +156,25 @@ async def test_span_per_request_and_traceparent_forwarded(make_rig):
     assert sent.split("-")[2] == format(span.context.span_id, "016x")
 
 
+async def test_without_an_exporter_a_request_has_no_span_and_a_callers_trace_still_goes_on(make_rig):
+    """Nowhere to export: a request without a caller's trace makes no span and sends the engine no
+    traceparent (nothing to join); a caller's trace is still continued and forwarded."""
+    rig = await make_rig(exporting=False)
+    r = await rig.client.post("/v1/chat/completions", json=chat(stream=True))
+    assert r.status_code == 200
+    assert "traceparent" not in rig.engines["engine-a"].headers[0]
+    assert rig.spans.get_finished_spans() == ()
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = await rig.client.post("/v1/chat/completions", json=chat(stream=True), headers={"traceparent": caller})
+    assert r.status_code == 200
+    sent = rig.engines["engine-a"].headers[1]["traceparent"]
+    assert sent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    (span,) = rig.spans.get_finished_spans()  # the caller sampled it: recorded
+    assert span.attributes["gen_ai.usage.output_tokens"] == 3
+    text = (await rig.client.get("/metrics")).text
+    assert 'qwen_serve_requests_total{model="smollm2-135m",route="/v1/chat/completions",status="200"} 2.0' in text
+
+
 async def test_metrics_count_tokens_and_requests(make_rig):
     rig = await make_rig()
     await rig.client.post("/v1/chat/completions", json=chat(stream=True))

@@ -12,10 +12,25 @@ from serving.gateway.relay import SseRewriter, StreamStats
 pytestmark = pytest.mark.unit
 
 
+# Token chunks as engines send them: vLLM's reasoning field (renamed), SGLang's whole shape (every
+# field, nulls included), reasoning deltas with text, empty and null, with and without a space.
+TOKEN_EVENTS = (
+    b'data: {"choices":[{"delta":{"reasoning":"t%d"}}],"usage":null}',
+    b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
+    b'{"role":null,"content":"t%d","reasoning_content":null,"tool_calls":null},"logprobs":null,'
+    b'"finish_reason":null,"matched_stop":null}],"usage":null}',
+    b'data: {"choices":[{"delta":{"role":null,"content":null,"reasoning_content":"r%d","tool_calls":null}}],'
+    b'"usage":null}',
+    b'data: {"choices":[{"delta":{"reasoning_content": "r%d"}}]}',
+    b'data: {"choices":[{"delta":{"reasoning_content":"","content":"c%d"}}]}',
+    b'data: {"choices":[{"text":"\\"usage\\":{ t%d"}]}',
+)
+
+
 def _stream(rng: random.Random) -> bytes:
     events = []
     for i in range(rng.randint(0, 30)):
-        events.append(b'data: {"choices":[{"delta":{"reasoning":"t%d"}}],"usage":null}' % i)
+        events.append(rng.choice(TOKEN_EVENTS) % i)
         if rng.random() < 0.05:
             events.append(b"")  # a blank event: dropped
     if rng.random() < 0.1:
@@ -36,7 +51,7 @@ def _run(pieces: list[bytes], keep_usage: bool, rename: bytes | None) -> tuple[l
     out = b"".join(rw.feed(p) for p in pieces) + rw.flush()
     events = [e for e in out.split(b"\n\n") if e.strip()]
     usage = None if stats.usage is None else (stats.usage.prompt_tokens, stats.usage.completion_tokens)
-    return events, (stats.chunks, usage, stats.error, stats.completed)
+    return events, (stats.chunks, stats.reasoning_counted, usage, stats.error, stats.completed)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -58,6 +73,15 @@ def test_one_read_reference_is_right() -> None:
         b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
         b"data: [DONE]\n\n"
     )
-    events, (chunks, usage, error, completed) = _run([data], False, b'"reasoning":')
+    events, (chunks, reasoning, usage, error, completed) = _run([data], False, b'"reasoning":')
     assert events == [b'data: {"choices":[{"delta":{"reasoning_content":"a"}}],"usage":null}', b"data: [DONE]"]
-    assert (chunks, usage, error, completed) == (1, (3, 1), None, True)
+    assert (chunks, reasoning, usage, error, completed) == (1, 1, (3, 1), None, True)
+
+
+def test_one_read_reference_counts_reasoning_deltas_with_text_only() -> None:
+    """SGLang's chunks carry ``"reasoning_content":null`` beside every answer token: only a delta
+    with reasoning text counts, with or without a space after the colon, in one read or many."""
+    data = b"".join(e % i + b"\n\n" for i, e in enumerate(TOKEN_EVENTS[1:5])) + b"data: [DONE]\n\n"
+    whole = _run([data], True, None)
+    assert whole[1][:2] == (4, 2)
+    assert _run([e + b"\n\n" for e in data.split(b"\n\n")[:-1]], True, None) == whole
