@@ -75,6 +75,12 @@ class SGLang:
         """Raise unless ``chunk`` validates as one of SGLang's stream chunks for ``path``."""
         self._model(path, "chunk").model_validate(chunk)
 
+    def chunk_as_sglang_writes_it(self, path: str, data: str) -> str:
+        """The ``data:`` line SGLang itself would write for what the chunk ``data`` carries: parsed
+        by its stream model and serialized as its streaming code does (``model_dump_json()``),
+        every field in SGLang's order, nulls included."""
+        return str(self._model(path, "chunk").model_validate_json(data).model_dump_json())
+
     def metric_names(self) -> dict[str, str]:
         """Every ``sglang:*`` series name SGLang exposes → its kind, from the
         ``Gauge/Counter/Histogram(name="sglang:…")`` calls in the wheel's source, expanded the way

@@ -310,19 +310,38 @@ _SAFE = {t: t for t in T.filler(len(T.WORDS), 0)}
 
 def esc(t: str) -> str:
     s = _SAFE.get(t)
-    return s if s is not None else json.dumps(t)[1:-1]
+    return s if s is not None else json.dumps(t, ensure_ascii=False)[1:-1]
 
 
 def usage(req: GenRequest, out: T.Output, cached: int, cache_report: bool) -> dict[str, Any]:
-    u: dict[str, Any] = {
+    """SGLang's ``UsageInfo``, its fields in its order: the reasoning count at the top level and, when
+    there is some, in OpenAI's ``completion_tokens_details`` too."""
+    return {
         "prompt_tokens": req.prompt_tokens,
-        "completion_tokens": out.n_tokens,
         "total_tokens": req.prompt_tokens + out.n_tokens,
+        "completion_tokens": out.n_tokens,
         "prompt_tokens_details": {"cached_tokens": cached} if cache_report else None,
+        "reasoning_tokens": out.reasoning_tokens,
+        "completion_tokens_details": {"reasoning_tokens": out.reasoning_tokens} if out.reasoning_tokens else None,
     }
-    if out.reasoning_tokens:
-        u["completion_tokens_details"] = {"reasoning_tokens": out.reasoning_tokens}
-    return u
+
+
+def _json(v: Any) -> str:
+    """JSON as pydantic writes it (SGLang's ``model_dump_json``): compact, UTF-8 unescaped."""
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+def delta(d: dict[str, Any]) -> str:
+    """A chat delta as SGLang streams it: ``role``, ``content`` and ``reasoning_content`` always
+    (null when unset), ``tool_calls`` when set, each call with SGLang's ``ToolCall`` fields."""
+    out = "{" + ",".join(f'"{k}":{_json(d.get(k))}' for k in ("role", "content", "reasoning_content"))
+    calls = d.get("tool_calls")
+    if calls is not None:
+        calls = [{"id": c.get("id"), "index": c.get("index"), "type": "function",
+                  "function": {"name": c["function"].get("name"), "arguments": c["function"].get("arguments")}}
+                 for c in calls]  # fmt: skip
+        out += ',"tool_calls":' + _json(calls)
+    return out + "}"
 
 
 def inline_reasoning(out: T.Output) -> T.Output:
@@ -358,18 +377,18 @@ class Encoder:
                 f'data: {{"id":"{req.rid}","object":"chat.completion.chunk","created":{req.created},'
                 f'"model":{model},"choices":[{{"index":0,"delta":'
             )
-            self.tail = ',"logprobs":null,"finish_reason":null}]}\n\n'
+            self.tail = ',"logprobs":null,"finish_reason":null,"matched_stop":null}],"usage":null}\n\n'
         else:
             self.head = (
                 f'data: {{"id":"{req.rid}","object":"text_completion","created":{req.created},'
                 f'"model":{model},"choices":[{{"index":0,"text":"'
             )
-            self.tail = '","logprobs":null,"finish_reason":null}]}\n\n'
+            self.tail = '","logprobs":null,"finish_reason":null,"matched_stop":null}],"usage":null}\n\n'
 
     def first(self) -> bytes | None:
         if self.req.route != "chat":
             return None
-        return (self.head + '{"role":"assistant","content":""}' + self.tail).encode()
+        return (self.head + delta({"role": "assistant", "content": ""}) + self.tail).encode()
 
     def tokens(self, out: T.Output) -> list[bytes]:
         """One event per token (``step`` merges a run of them)."""
@@ -381,7 +400,7 @@ class Encoder:
         boundary inside the step splits it into one chunk per field, sent together)."""
         if self.session is not None:
             deltas = self.session.feed("".join(self.raw[i:j]), out.tool_call_id or "")
-            return b"".join((self.head + json.dumps(d) + self.tail).encode() for d in deltas)
+            return b"".join((self.head + delta(d) + self.tail).encode() for d in deltas)
         pieces = out.pieces[i:j]
         groups: list[tuple[str, str]] = []
         for kind, x in pieces:
@@ -396,39 +415,29 @@ class Encoder:
         if self.req.route != "chat":
             return (h + esc(x) + t).encode()
         if kind == T.CONTENT:
-            d = '{"content":"' + esc(x) + '"}'
+            d = '{"role":null,"content":"' + esc(x) + '","reasoning_content":null}'
         elif kind == T.REASONING:
-            d = '{"reasoning_content":"' + esc(x) + '"}'
+            d = '{"role":null,"content":null,"reasoning_content":"' + esc(x) + '"}'
         elif kind == T.TOOL_NAME:
-            d = json.dumps(
-                {
-                    "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": out.tool_call_id,
-                            "type": "function",
-                            "function": {"name": x, "arguments": ""},
-                        }
-                    ]
-                }
-            )
+            call = {"index": 0, "id": out.tool_call_id, "type": "function", "function": {"name": x, "arguments": ""}}
+            d = delta({"tool_calls": [call]})
         else:
-            d = '{"tool_calls":[{"index":0,"function":{"arguments":' + json.dumps(x) + "}}]}"
+            d = delta({"tool_calls": [{"index": 0, "function": {"arguments": x}}]})
         return (h + d + t).encode()
 
     def end(self, out: T.Output, finish: str, u: dict[str, Any] | None) -> bytes:
         r = self.req
         ms = json.dumps(out.matched_stop if finish == out.finish_reason else None)
         if r.route == "chat":
-            ch = f'{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{finish}","matched_stop":{ms}}}'
+            ch = f'{{"index":0,"delta":{delta({})},"logprobs":null,"finish_reason":"{finish}","matched_stop":{ms}}}'
             obj = "chat.completion.chunk"
         else:
             ch = f'{{"index":0,"text":"","logprobs":null,"finish_reason":"{finish}","matched_stop":{ms}}}'
             obj = "text_completion"
         base = f'"id":"{r.rid}","object":"{obj}","created":{r.created},"model":{json.dumps(r.model)}'
-        s = f'data: {{{base},"choices":[{ch}]}}\n\n'
+        s = f'data: {{{base},"choices":[{ch}],"usage":null}}\n\n'
         if u is not None:
-            s += f'data: {{{base},"choices":[],"usage":{json.dumps(u)}}}\n\n'
+            s += f'data: {{{base},"choices":[],"usage":{_json(u)}}}\n\n'
         return (s + "data: [DONE]\n\n").encode()
 
     def full(self, out: T.Output, u: dict[str, Any]) -> dict[str, Any]:

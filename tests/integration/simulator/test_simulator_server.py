@@ -187,7 +187,7 @@ def test_first_body_bytes_come_after_the_prefill_with_the_role_and_the_first_tok
     with _short_stream(sim) as r:
         first = next(r.iter_raw())
     events = [json.loads(e[6:]) for e in first.decode().split("\n\n") if e.startswith("data: ")]
-    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "reasoning_content": None}
     tokens = [e for e in events[1:] if any(e["choices"][0]["delta"].get(k) for k in ("content", "reasoning_content"))]
     assert tokens  # the prefill's token came in the same read
 

@@ -75,6 +75,10 @@ def test_every_response_and_chunk_validates_against_sglangs_models(sim: Sim, sgl
                     problems.append(f"{ident}: the stream does not end with [DONE]")
                 for data in events[:-1]:
                     sglang.check_chunk(path, json.loads(data))
+                    if data != (theirs := sglang.chunk_as_sglang_writes_it(path, data)):
+                        problems.append(
+                            f"{ident}: a chunk differs from SGLang's bytes:\n  ours   {data}\n  SGLang {theirs}"
+                        )
                     chunks += 1
             except Exception as e:  # a pydantic ValidationError, with SGLang's own explanation
                 problems.append(f"{ident}: {str(e)[:600]}")

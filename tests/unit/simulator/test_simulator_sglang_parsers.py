@@ -76,8 +76,8 @@ def test_sglang_reasoning_parser_splits_reasoning_from_content(parsers: S.SGLang
     req = _req(None, 12)
     out = T.plan_output(max_new=12, exact=False, seed=3, thinking=True, stop=[], tool=None, call_id="")
     deltas = _stream(P.Encoder(req, parsers, out), out)
-    reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
-    content = "".join(d.get("content", "") for d in deltas)
+    reasoning = "".join(d.get("reasoning_content") or "" for d in deltas)
+    content = "".join(d.get("content") or "" for d in deltas)
     assert reasoning == out.text(T.REASONING)
     assert content.strip() == out.text(T.CONTENT).strip()
     assert "<think>" not in reasoning + content
