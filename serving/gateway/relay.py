@@ -17,7 +17,6 @@ as Ray's proxy does); the caller then closes the engine connection, and the engi
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Send
 
+from serving.gateway.asgi import dumps, loads
 from serving.gateway.engine_client import WIRE_ERRORS, EngineConnectionError
 from serving.gateway.errors import ApiError
 
@@ -191,7 +191,7 @@ class SseRewriter:
 
     def _take_usage(self, ev: bytes) -> bytes:
         try:
-            data = json.loads(ev[ev.index(b"{") :])
+            data = loads(ev[ev.index(b"{") :])
         except ValueError:
             return ev
         if not isinstance(data, dict):
@@ -203,12 +203,12 @@ class SseRewriter:
         if self.keep_usage:
             if self.stats.usage.reasoning_tokens is None and self.stats.reasoning_counted and isinstance(usage, dict):
                 with_reasoning_tokens(usage, reasoning_tokens(self.stats.usage, self.stats))
-                return b"data: " + json.dumps(data, separators=(",", ":")).encode()
+                return b"data: " + dumps(data)
             return ev
         if not data.get("choices"):
             return b""  # the usage-only chunk the client did not ask for
         data.pop("usage", None)
-        return b"data: " + json.dumps(data, separators=(",", ":")).encode()
+        return b"data: " + dumps(data)
 
 
 class Relay:
