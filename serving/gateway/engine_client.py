@@ -145,7 +145,11 @@ class _Connection(asyncio.Protocol):
         if resp is not None:
             resp.parts.append(body)
             resp.last_read = resp.loop.time()
-            resp._wake()
+            w = resp.waiter  # WireResponse._wake, inlined: once per engine read
+            if w is not None:
+                resp.waiter = None
+                if not w.done():
+                    w.set_result(None)
 
     def on_message_complete(self) -> None:
         resp = self.response
@@ -249,7 +253,11 @@ class WireResponse:
                 raise self.error
             if self.eof:
                 raise StopAsyncIteration
-            await self._wait()
+            # _wait, inlined (once per engine read: a coroutine object less each time)
+            self.waiter = w = self.loop.create_future()
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.last_read + self.read_timeout_s, self._watch)
+            await w
 
     async def close(self) -> None:
         if self.timer is not None:

@@ -120,6 +120,26 @@ class SseRewriter:
         self.buf = b""
 
     def feed(self, chunk: bytes) -> bytes:
+        """The client-bound bytes for one engine read: whole events only."""
+        # Nearly every read is exactly one token chunk, a single-line JSON data event. That is told
+        # by its ends and a few reverse searches (the cheapest scans for these literals after
+        # single-byte ``find``; JSON strings escape quotes and line breaks, so inside one event each
+        # key found is the object's own), and the read passes on as it is.
+        end = len(chunk) - 2
+        if (not self.buf and chunk.endswith(b"\n\n") and chunk.startswith(b"data: {") and chunk[end - 1] != 13
+                and chunk.find(b"\n", 0, end) < 0 and not chunk.startswith(ERROR_EVENT)
+                and (self.rename is None or chunk.rfind(self.rename) < 0)):  # fmt: skip
+            i = chunk.rfind(b'"usage":') + 8
+            if i < 8 or not (chunk[i] == 123 or chunk[i : i + 2] == b" {"):  # no usage object ("{")
+                self.stats.chunks += 1
+                i = chunk.rfind(b'"reasoning_content":') + 20  # a delta with reasoning text: one token
+                if i >= 20:
+                    i += chunk[i] == 32
+                    self.stats.reasoning_counted += chunk[i] == 34 and chunk[i + 1] != 34
+                return chunk
+        return self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> bytes:
         buf = self.buf + chunk if self.buf else chunk
         carry = b""
         if buf.find(b"\r") >= 0:  # CRLF framing: normalise (a read may end between the \r and its \n)
@@ -133,14 +153,6 @@ class SseRewriter:
         while end > 0 and buf[end - 1] == 10:  # a run of newlines: cut after its first two
             end -= 1
         head, self.buf = buf[: end + 2], buf[end + 2 :] + carry
-        # Nearly every read is one token chunk: a single-line JSON data event. That is told by its
-        # start and a few reverse searches, the cheapest scans for these literals (single-byte
-        # ``find`` aside), not by a search for every marker.
-        if (head.find(b"\n", 0, end) < 0 and head.startswith(b"data: {") and not head.startswith(ERROR_EVENT)
-                and not _usage_object(head) and (self.rename is None or head.rfind(self.rename) < 0)):  # fmt: skip
-            self.stats.chunks += 1
-            self.stats.reasoning_counted += _reasoning_delta(head)
-            return head
         first = 0 if head[0] == 10 else -1
         if first < 0:
             for marker in self.markers:
@@ -285,24 +297,6 @@ class Relay:
             stats.ttfa_s = now - self.t0
             if stats.ttft_s is None:
                 stats.ttft_s = stats.ttfa_s
-
-
-def _usage_object(event: bytes) -> bool:
-    """Whether one event carries a usage object (``"usage":{``, with or without a space), not the
-    ``"usage":null`` of a token chunk. JSON strings (content, tool arguments) escape their quotes,
-    so the one ``"usage":`` key found is the object's own."""
-    i = event.rfind(b'"usage":') + 8
-    return i >= 8 and (event[i : i + 1] == b"{" or event[i : i + 2] == b" {")
-
-
-def _reasoning_delta(event: bytes) -> int:
-    """1 when one event's delta carries reasoning text (``REASONING_DELTA``), else 0."""
-    i = event.rfind(b'"reasoning_content":') + 20
-    if i < 20:
-        return 0
-    if event[i : i + 1] == b" ":
-        i += 1
-    return 1 if event[i : i + 1] == b'"' and event[i + 1 : i + 2] != b'"' else 0
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:

@@ -64,6 +64,9 @@ def test_any_cut_into_reads_gives_the_events_and_counts_of_one_read(seed: int) -
         cuts = sorted(rng.sample(range(len(data) + 1), min(len(data), rng.randint(1, 12))))
         pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
         assert _run(pieces, keep, rename) == whole, (data, pieces)
+        sep = b"\r\n\r\n" if b"\r" in data else b"\n\n"
+        one_event_each = [e + sep for e in data.split(sep)[:-1]]  # the common read: one whole event
+        assert _run(one_event_each, keep, rename) == whole, (data, one_event_each)
 
 
 def test_one_read_reference_is_right() -> None:
