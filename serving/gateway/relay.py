@@ -1,14 +1,16 @@
 """The hot path of a stream: relay an engine's SSE bytes to the client as plain ASGI messages.
 
-Per upstream read the work is: one search for the last event boundary, four substring tests (usage
-object, error event, ``[DONE]``, the reasoning field to rename), one count of event boundaries, one
-clock read and one ``http.response.body`` message carrying everything that read returned (bytes are
-never held back to batch them). Until the first answer token has been seen, each read is also
-searched once for a token (``TOKEN``/``ANSWER``, for the TTFT metrics): ~0.5–0.8 µs per read on the
-2-core development machine; none after it. Reads that carry none of those markers — nearly all of them — pass
-through unchanged. Only the usage chunk is parsed as JSON, once per request. The engine is always
-asked for usage (``stream_options.include_usage``) so token metrics and limits are exact; the
-usage-only chunk is dropped again when the client did not ask for it.
+Per upstream read the work is: a read that is exactly one token chunk (a single-line JSON data
+event with nothing buffered before it: nearly every read) is told by its two ends and three reverse
+searches (a usage object, the field to rename, reasoning text to count) and passed on as it is; any
+other read is cut at its last event boundary and tested once per marker (usage object, error event,
+``[DONE]``, a blank event, the field to rename), and only the events from the first marker on are
+looked at one by one. Then one clock read and one ``http.response.body`` message carrying
+everything that read returned (bytes are never held back to batch them). Until the first answer
+token has been seen, each read is also searched once for a token (``TOKEN``/``ANSWER``, for the
+TTFT metrics); none after it. Only the usage chunk is parsed as JSON, once per request. The engine
+is always asked for usage (``stream_options.include_usage``) so token metrics and limits are exact;
+the usage-only chunk is dropped again when the client did not ask for it.
 
 A client that disconnects cancels the request's task (``asgi.DisconnectGuard`` on
 ``http.disconnect`` from uvicorn or Ray's direct ingress, or the server cancelling the ASGI call,
