@@ -145,11 +145,7 @@ class _Connection(asyncio.Protocol):
         if resp is not None:
             resp.parts.append(body)
             resp.last_read = resp.loop.time()
-            w = resp.waiter  # WireResponse._wake, inlined: once per engine read
-            if w is not None:
-                resp.waiter = None
-                if not w.done():
-                    w.set_result(None)
+            resp._wake()
 
     def on_message_complete(self) -> None:
         resp = self.response
@@ -201,14 +197,16 @@ class WireResponse:
         self.eof = True
         self._wake()
 
-    async def _wait(self) -> None:
-        """Until the parser reports progress. A read timeout is the longest wait for the next byte,
-        kept by one watchdog timer per response, not one per wait: reads that arrive in time only
-        move ``last_read``, and the watchdog, when it fires, re-arms itself from there."""
+    def _progress(self) -> asyncio.Future[None]:
+        """A future the parser's next progress completes (``_wake``); awaiting it is the wait. A
+        plain method, not a coroutine: a stream awaits one per engine read. A read timeout is the
+        longest wait for the next byte, kept by one watchdog timer per response, not one per wait:
+        reads that arrive in time only move ``last_read``, and the watchdog, when it fires, re-arms
+        itself from there."""
         self.waiter = w = self.loop.create_future()
         if self.timer is None:
             self.timer = self.loop.call_at(self.last_read + self.read_timeout_s, self._watch)
-        await w
+        return w
 
     def _watch(self) -> None:
         self.timer = None
@@ -224,13 +222,13 @@ class WireResponse:
 
     async def headers(self) -> None:
         while not self.status and self.error is None:
-            await self._wait()
+            await self._progress()
         if self.error is not None:
             raise self.error
 
     async def read(self) -> bytes:
         while not self.eof and self.error is None:
-            await self._wait()
+            await self._progress()
         if self.error is not None:
             raise self.error
         body = b"".join(self.parts)
@@ -253,11 +251,7 @@ class WireResponse:
                 raise self.error
             if self.eof:
                 raise StopAsyncIteration
-            # _wait, inlined (once per engine read: a coroutine object less each time)
-            self.waiter = w = self.loop.create_future()
-            if self.timer is None:
-                self.timer = self.loop.call_at(self.last_read + self.read_timeout_s, self._watch)
-            await w
+            await self._progress()
 
     async def close(self) -> None:
         if self.timer is not None:

@@ -110,8 +110,8 @@ class SseRewriter:
 
     __slots__ = ("buf", "keep_usage", "markers", "rename", "stats")
 
-    # Bytes that make a read need a look: the usage object, an error event, the end marker, and a
-    # blank event (dropped). A read with none of them (nearly every read) passes through as it is.
+    # Bytes that make a read on the general path need a look: the usage object, an error event, the
+    # end marker, and a blank event (dropped). Events before the first of them pass through as they are.
     MARKERS = (b'"usage":{', b'"usage": {', ERROR_EVENT, DONE, b"\n\n\n")
 
     def __init__(self, stats: StreamStats, *, keep_usage: bool, rename_reasoning: bytes | None) -> None:
@@ -144,7 +144,7 @@ class SseRewriter:
     def _feed(self, chunk: bytes) -> bytes:
         buf = self.buf + chunk if self.buf else chunk
         carry = b""
-        if buf.find(b"\r") >= 0:  # CRLF framing: normalise (a read may end between the \r and its \n)
+        if b"\r" in buf:  # CRLF framing: normalise (a read may end between the \r and its \n)
             if buf.endswith(b"\r"):
                 buf, carry = buf[:-1], b"\r"
             buf = buf.replace(b"\r\n", b"\n")

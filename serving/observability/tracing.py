@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import INVALID_SPAN, Span, set_span_in_context
+from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from serving.config.settings import TelemetrySettings
@@ -48,6 +48,6 @@ def records_roots(provider: TracerProvider) -> bool:
 
 
 def inject_headers(span: Span, headers: MutableMapping[str, str]) -> None:
-    """Write ``traceparent`` (and ``tracestate``) for ``span`` into ``headers``; nothing for no span."""
-    if span is not INVALID_SPAN:
-        PROPAGATOR.inject(headers, context=set_span_in_context(span))
+    """Write ``traceparent`` (and ``tracestate``) for ``span`` into ``headers``; nothing for no span
+    (the propagator writes nothing for an invalid span context)."""
+    PROPAGATOR.inject(headers, context=set_span_in_context(span))

@@ -357,6 +357,13 @@ def inline_reasoning(out: T.Output) -> T.Output:
     return T.Output(pieces, out.finish_reason, out.matched_stop, out.tool_name, out.tool_call_id, 0)
 
 
+# A content or reasoning delta as ``delta`` writes it, split around its text: (before, after).
+_TEXT_DELTAS = {
+    kind: tuple(delta({field: "\x00"}).split("\\u0000"))
+    for kind, field in ((T.CONTENT, "content"), (T.REASONING, "reasoning_content"))
+}
+
+
 class Encoder:
     """Pre-encoded SSE events of one request: one ``data:`` event per step (or token), then the tail.
     With SGLang's parsers (``sglang_parsers``), chat deltas come from them, fed the raw model text."""
@@ -414,10 +421,9 @@ class Encoder:
         h, t = self.head, self.tail
         if self.req.route != "chat":
             return (h + esc(x) + t).encode()
-        if kind == T.CONTENT:
-            d = '{"role":null,"content":"' + esc(x) + '","reasoning_content":null}'
-        elif kind == T.REASONING:
-            d = '{"role":null,"content":null,"reasoning_content":"' + esc(x) + '"}'
+        if kind in _TEXT_DELTAS:  # the hot case: the filler text escaped once, not re-encoded per field
+            pre, post = _TEXT_DELTAS[kind]
+            d = pre + esc(x) + post
         elif kind == T.TOOL_NAME:
             call = {"index": 0, "id": out.tool_call_id, "type": "function", "function": {"name": x, "arguments": ""}}
             d = delta({"tool_calls": [call]})
