@@ -28,6 +28,7 @@ import re
 import shlex
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -90,16 +91,29 @@ class EngineLoad:
         return self.running + self.queued
 
 
-def prom_value(text: str, name: str) -> float:
-    """Sum every sample named ``name`` (any labels) in Prometheus exposition text; 0 if absent."""
+def prom_values(text: str, names: Iterable[str]) -> dict[str, float]:
+    """Sum every sample of each of ``names`` (any labels) in Prometheus exposition text; 0 if absent.
+    Only those samples' lines are handed to the parser: an engine's exposition is mostly histogram
+    buckets nobody here reads, and the replica reads its load every few seconds."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
+    out = dict.fromkeys(names, 0.0)
+    prefixes = tuple(out)
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith(prefixes) and line.partition("{")[0].partition(" ")[0] in out
+    ]
+    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
+        for sample in family.samples:
+            if sample.name in out:
+                out[sample.name] += sample.value
+    return out
+
+
+def prom_value(text: str, name: str) -> float:
+    """Sum every sample named ``name`` (any labels) in Prometheus exposition text; 0 if absent."""
+    return prom_values(text, (name,))[name]
 
 
 class Engine(ABC):
@@ -129,7 +143,8 @@ class Engine(ABC):
         """Exact argv + env for every rank of one instance (see the module docstring)."""
 
     def parse_load(self, metrics_text: str) -> EngineLoad:
-        return EngineLoad(prom_value(metrics_text, self.running_metric), prom_value(metrics_text, self.queued_metric))
+        found = prom_values(metrics_text, (self.running_metric, self.queued_metric))
+        return EngineLoad(found[self.running_metric], found[self.queued_metric])
 
     @staticmethod
     def require_dist_addr(s: Settings, dist_init_addr: str | None) -> None:
