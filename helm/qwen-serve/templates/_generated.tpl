@@ -587,6 +587,8 @@ direct:
   value: '0'
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
   value: serving.gateway.ingress:ray_http_middlewares
+- name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+  value: '0.5'
 haproxy:
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: '1'
@@ -596,7 +598,11 @@ haproxy:
   value: '0'
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
   value: serving.gateway.ingress:ray_http_middlewares
-proxy: []
+- name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+  value: '0.5'
+proxy:
+- name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+  value: '0.5'
 {{- end }}
 
 {{/* Custom Ray resource only the head pod advertises (serving/deploy/serve_config.py). */}}

@@ -21,7 +21,9 @@ def test_haproxy_gets_private_stats_metrics_and_replica_ports():
     assert len(set(ports)) == 2
 
 
-def test_user_settings_win_and_proxy_path_needs_nothing():
+def test_user_settings_win_and_proxy_path_needs_only_the_controller_beat():
     env = local_node_env(load_settings(env={}), {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"})
     assert "RAY_SERVE_HAPROXY_STATS_PORT" not in env
-    assert local_node_env(load_settings(overrides={"gateway": {"ingress": "proxy"}}, env={}), {}) == {}
+    proxy = load_settings(overrides={"gateway": {"ingress": "proxy"}}, env={})
+    assert local_node_env(proxy, {}) == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
+    assert local_node_env(proxy, {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}) == {}
