@@ -25,12 +25,10 @@ these requests in its own per-deployment request metrics and ongoing-request cou
 deployment has a fixed replica count, so no autoscaling reads it). Every other route, and every
 request on the default-proxy path, takes Serve's usual way.
 
-Every path also sets Serve's controller to reconcile every 0.5 s (``RAY_SERVE_CONTROL_LOOP_INTERVAL_S``;
-Serve's default is 0.1 s). Each pass reads the cluster's nodes and resources from the GCS and walks
-every application and deployment, so at 10 passes a second the idle controller and GCS took about
-5.6 % of a core between them; at 2 passes a second, 2.2 % (README.md "Ingress path"). Nothing
-here needs the faster beat: an engine takes tens of seconds to start, autoscaling waits
-``autoscaling.upscale_delay_s``, and health checks run every ``replica.health_check_period_s``.
+Every path, whatever its table, also slows Serve's controller to one reconcile pass every 0.5 s
+(``_CONTROLLER``; Serve's default is 0.1 s): each pass polls the GCS for the cluster's nodes and
+resources, and nothing here needs the faster beat. What it saves is measured in README.md
+"Ingress path".
 """
 
 from __future__ import annotations
@@ -48,11 +46,11 @@ _MIDDLEWARES = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serving.gateway.in
 
 _CONTROLLER = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
 
-_DIRECT = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **_SAME_LOOP, **_MIDDLEWARES, **_CONTROLLER}
+_DIRECT = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **_SAME_LOOP, **_MIDDLEWARES}
 _ENV: dict[IngressPath, dict[str, str]] = {
     IngressPath.HAPROXY: {"RAY_SERVE_ENABLE_HA_PROXY": "1", **_DIRECT},
     IngressPath.DIRECT: _DIRECT,
-    IngressPath.PROXY: _CONTROLLER,
+    IngressPath.PROXY: {},
 }
 
 
@@ -65,7 +63,7 @@ class _InThisProcess:
 
 
 def env_for(path: IngressPath) -> dict[str, str]:
-    return dict(_ENV[path])
+    return {**_ENV[path], **_CONTROLLER}
 
 
 def ingress_env(s: Settings) -> dict[str, str]:
