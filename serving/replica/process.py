@@ -3,7 +3,9 @@
 - The process starts in its own session (its own process group), so stopping it signals the whole
   group: SIGTERM, a grace period, then SIGKILL to whatever is left.
 - On Linux it also gets ``PR_SET_PDEATHSIG = SIGKILL``: if the actor that started it dies (killed
-  by Ray, OOM, crash) the kernel kills the engine too. No orphan engines.
+  by Ray, OOM, crash) the kernel kills the engine too. No orphan engines. The signal is armed by
+  :mod:`serving.replica.launch`, which then becomes the engine (``exec``), so no code of the
+  supervisor runs between ``fork`` and ``exec`` (that module says why).
 - Its stdout/stderr go line by line to the logger (with ``replica_id``, ``rank`` and ``pid`` as
   structured fields) and to a log file of its own (:func:`engine_log_path`); the last lines are
   kept, so a failure can say why (:class:`serving.replica.failure.EngineFailure`).
@@ -12,10 +14,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,13 +32,7 @@ from serving.replica.failure import EngineFailure
 
 logger = logging.getLogger("qwen_serve.engine")
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+_LAUNCHER = str(Path(__file__).with_name("launch.py"))
 
 
 class EngineStartError(RuntimeError):
@@ -77,23 +73,22 @@ class EngineProcess:
         if self._proc is not None:
             raise RuntimeError("engine process already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("a", buffering=1)  # line-buffered: readable while it runs
-        try:
-            self._proc = subprocess.Popen(
-                self.argv,
-                env={**os.environ, **self.env},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
-            )
-        except FileNotFoundError:
-            self._log.close()
+        env = {**os.environ, **self.env}
+        program = shutil.which(self.argv[0], path=env.get("PATH", os.defpath))
+        if program is None:
             raise FileNotFoundError(
-                f"engine.binary: {self.argv[0]!r} not found on this node (not a file, not on PATH): set "
-                "engine.binary to the engine program's path or install it in the image"
-            ) from None
+                f"engine.binary: {self.argv[0]!r} not found on this node (not an executable file, not on "
+                "PATH): set engine.binary to the engine program's path or install it in the image"
+            )
+        self._log = self.log_path.open("a", buffering=1)  # line-buffered: readable while it runs
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", _LAUNCHER, str(os.getpid()), program, *self.argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._pump, name=f"engine-rank{self.rank}-log", daemon=True)
         self._reader.start()
         logger.info(

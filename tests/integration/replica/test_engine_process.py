@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -81,6 +82,38 @@ def test_stop_kills_the_whole_process_group_even_if_sigterm_is_ignored():
     assert gone(pid)
     assert poll(lambda: gone(grandchild))
     assert p.stop(grace_s=0.5) == code_  # idempotent
+
+
+def test_no_supervisor_code_runs_in_the_engine_before_exec(tmp_path):
+    # A supervisor with an at-fork hook (as a Ray worker has, through the gRPC it loads) starts an
+    # engine. Started through a preexec_fn, the child would be a fork() that runs the hook before
+    # exec; gRPC's hook restarts a poller there, and close_fds then makes it abort. The launcher
+    # path is vfork + exec: the hook never runs, yet the engine still starts.
+    marker = tmp_path / "hook-ran-in-child"
+    out = tmp_path / "engine-ran"
+    sup = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from serving.replica.process import EngineProcess
+        os.register_at_fork(after_in_child=lambda: open({str(marker)!r}, "a").write("forked"))
+        p = EngineProcess([sys.executable, "-c", "open({str(out)!r}, 'w').write('ok')"], {{}}, rank=0)
+        p.start()
+        while p.alive():
+            time.sleep(0.05)
+        sys.exit(p.returncode())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", sup], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "ok"
+    assert not marker.exists()
+
+
+def test_a_missing_engine_program_names_engine_binary():
+    p = EngineProcess(["no-such-engine-program"], {}, rank=0)
+    with pytest.raises(FileNotFoundError, match=re.escape("engine.binary: 'no-such-engine-program' not found")):
+        p.start()
+    assert not p.alive()
 
 
 def test_engine_dies_when_its_supervisor_is_killed():

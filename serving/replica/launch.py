@@ -1,0 +1,42 @@
+"""The engine's launcher: arm the parent-death signal, then become the engine (``exec``).
+
+:class:`serving.replica.process.EngineProcess` runs
+``python -I -S launch.py <supervisor pid> <program> <argv0> [args...]``. It imports nothing of the
+package, so it starts in milliseconds and works from any interpreter.
+
+Why a launcher and not ``subprocess``'s ``preexec_fn``: a ``preexec_fn`` makes ``subprocess``
+``fork()`` the supervisor (a Ray worker with gRPC threads) and run Python in the child before
+``exec``. The at-fork handlers of the gRPC that Ray loads then restart a poller thread in that child,
+``close_fds`` closes the poller's epoll descriptor under it, and the child aborts ("epoll_wait ...
+Bad file descriptor", SIGABRT) before it ever becomes the engine. Without a ``preexec_fn``,
+``subprocess`` takes its ``vfork`` + ``exec`` path: none of the supervisor's code runs in the child.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(argv: list[str]) -> None:
+    supervisor, program, *args = argv
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            sys.stderr.write(f"engine launcher: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}\n")
+            sys.exit(1)
+        if os.getppid() != int(supervisor):  # the supervisor died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        os.execv(program, args)
+    except OSError as e:
+        sys.stderr.write(f"engine launcher: cannot execute {program!r}: {e.strerror}\n")
+        sys.exit(126)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
