@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
+from serving.replica import process
 from serving.replica.process import EngineProcess
 
 pytestmark = pytest.mark.integration
@@ -107,6 +111,26 @@ def test_no_supervisor_code_runs_in_the_engine_before_exec(tmp_path):
     assert done.returncode == 0, done.stderr
     assert out.read_text() == "ok"
     assert not marker.exists()
+
+
+def test_launcher_kills_itself_when_its_supervisor_is_already_gone():
+    # The supervisor died between spawning the launcher and the launcher arming the death signal:
+    # its parent is then no longer the supervisor (here: pid 0, never its parent), and the
+    # launcher must not become an orphan engine.
+    launcher = str(Path(process.__file__).with_name("launch.py"))
+    done = subprocess.run([sys.executable, launcher, "0", "/bin/true", "true"], check=False, timeout=30)
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_launcher_names_a_program_it_cannot_execute(tmp_path):
+    data = tmp_path / "not-a-program"
+    data.write_text("plain text")
+    data.chmod(0o755)
+    launcher = str(Path(process.__file__).with_name("launch.py"))
+    done = subprocess.run([sys.executable, launcher, str(os.getpid()), str(data), "x"], check=False,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 126
+    assert f"cannot execute {str(data)!r}" in done.stderr
 
 
 def test_a_missing_engine_program_names_engine_binary():
