@@ -6,10 +6,12 @@ package, so it starts in milliseconds and works from any interpreter.
 
 Why a launcher and not ``subprocess``'s ``preexec_fn``: a ``preexec_fn`` makes ``subprocess``
 ``fork()`` the supervisor (a Ray worker with gRPC threads) and run Python in the child before
-``exec``. The at-fork handlers of the gRPC that Ray loads then restart a poller thread in that child,
-``close_fds`` closes the poller's epoll descriptor under it, and the child aborts ("epoll_wait ...
-Bad file descriptor", SIGABRT) before it ever becomes the engine. Without a ``preexec_fn``,
-``subprocess`` takes its ``vfork`` + ``exec`` path: none of the supervisor's code runs in the child.
+``exec``. Every such spawn runs the at-fork handlers of the gRPC that Ray loads (in a Ray actor,
+grpcio's ``fork_posix.cc`` logs on each one). Those handlers may restart gRPC threads in the child,
+and ``close_fds`` then closes descriptors under them. That is the likely cause of an engine seen
+aborting once before it started (SIGABRT, "epoll_wait ... Bad file descriptor", with Ray's modules
+loaded in the aborting process). Without a ``preexec_fn``, ``subprocess`` takes its ``vfork`` +
+``exec`` path: none of the supervisor's code runs in the child, and gRPC's handlers never fire.
 """
 
 from __future__ import annotations
