@@ -3,6 +3,7 @@ engine replicas — until Ctrl-C, then everything stops (no engine process is le
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import psutil
 
 from serving.config import Settings
 from serving.config.settings import EngineKind
@@ -198,6 +200,7 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
             log_to_driver=False,
             **(local_cluster_resources(settings) if local else {}),
         )
+    node = psutil.Process().children() if local else []  # the local node's own processes (GCS, raylet…)
     # Ray's driver installs a SIGTERM handler that exits at once; ours drains first. Set them right
     # after ray.init, so a SIGTERM during the deploy is honoured once the stack is up.
     stop = {"now": False}
@@ -235,8 +238,22 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
         left = drain(url, settings.replica.drain_grace_s)
         if left:
             print(f"drain grace over with {left:g} request(s) in flight", file=sys.stderr, flush=True)
-        shutdown()
+        gone = [_name(p) for p in node if not _running(p)]
+        if gone:
+            # A signal sent to the whole process group (e.g. by `timeout`) reached Ray's own node
+            # processes too; Serve's graceful shutdown would then wait 30 s for its controller.
+            print(f"Ray's node processes {', '.join(gone)} had already exited (a signal to the whole process "
+                  "group reaches them too): skipping Serve's graceful shutdown; to avoid this, signal only the "
+                  "`serving serve` process (Ctrl-C, or `kill <pid>`)", file=sys.stderr, flush=True)  # fmt: skip
+        shutdown(serve_first=not gone, sweep=local)
     return url
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def drain(url: str, grace_s: float) -> float:
@@ -257,11 +274,32 @@ def drain(url: str, grace_s: float) -> float:
     return left
 
 
-def shutdown() -> None:
+def shutdown(*, serve_first: bool = True, sweep: bool = False) -> None:
+    """Serve's graceful shutdown (replicas stop their engines), then Ray's. ``serve_first=False``
+    when Ray's node processes are already gone. ``sweep`` (a local cluster of our own): every
+    process it started that is still running afterwards is killed. Serve's HAProxy, for one,
+    outlives an actor that was killed rather than stopped and keeps holding the gateway's port."""
     import ray
     from ray import serve
 
+    started = psutil.Process().children(recursive=True) if sweep else []
     try:
-        serve.shutdown()
+        if serve_first:
+            serve.shutdown()
     finally:
         ray.shutdown()
+        left = [p for p in started if _running(p)]
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        if left:
+            names = ", ".join(sorted({_name(p) for p in left}))
+            print(f"killed {len(left)} process(es) the local cluster left running: {names}", file=sys.stderr,
+                  flush=True)  # fmt: skip
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return str(p.pid)

@@ -1,5 +1,6 @@
 """SIGTERM to a running `serving serve` drains the stream in flight to completion, then stops
-every engine process (checked with psutil)."""
+every process of the stack (checked with psutil): sent to its process alone, or to its whole
+process group (as `timeout` does), which also reaches Ray's own node processes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 import psutil
@@ -26,7 +29,17 @@ def _is_simulator(p: psutil.Process) -> bool:
         return False
 
 
-def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
+@dataclass
+class Stopped:
+    lines: list[bytes]  # the stream's
+    stack: list[psutil.Process]  # every process of the stack while it ran
+    engines: list[psutil.Process]
+    log: str
+    took_s: float  # from the signal to serving serve's exit
+
+
+def _serve_stream_and_signal(name: str, send: Callable[[int], None]) -> Stopped:
+    """Start the stack, stream 60 tokens, call ``send(pid)`` after the first token."""
     port = free_port()
     sets = {
         "engine.kind": "simulator",
@@ -40,9 +53,11 @@ def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
     argv = [sys.executable, "-m", "serving.cli.main", "serve"]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
-    log = (ROOT / ".cache" / "test-sigterm-serve.log").open("wb")  # a file: a full pipe would stall it
+    log_path = ROOT / ".cache" / f"test-{name}-serve.log"
+    log = log_path.open("wb")  # a file: a full pipe would stall it
     serve = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    lines: list[bytes] = []
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -51,12 +66,12 @@ def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
                     break
             except httpx.HTTPError:
                 pass
-            assert serve.poll() is None, "serving serve exited early; see .cache/test-sigterm-serve.log"
+            assert serve.poll() is None, f"serving serve exited early; see {log_path}"
             time.sleep(0.5)
         else:
             pytest.fail("stack not ready")
-        engines = [p for p in psutil.Process(serve.pid).children(recursive=True) if _is_simulator(p)]
-        lines: list[bytes] = []
+        stack = psutil.Process(serve.pid).children(recursive=True)
+        engines = [p for p in stack if _is_simulator(p)]
         first = threading.Event()
 
         def stream() -> None:
@@ -75,15 +90,36 @@ def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
         t = threading.Thread(target=stream)
         t.start()
         assert first.wait(30), "no first token"
-        os.kill(serve.pid, signal.SIGTERM)
+        t0 = time.monotonic()
+        send(serve.pid)
         t.join(60)
-        assert lines[-1] == b"data: [DONE]", lines[-3:]
-        assert sum(1 for x in lines if b'"content"' in x) >= 50
         serve.wait(90)
+        took = time.monotonic() - t0
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
         log.close()
-    assert engines, "the simulator engine process was not found"
-    gone = psutil.wait_procs(engines, timeout=30)[1]
+    return Stopped(lines, stack, engines, log_path.read_text(errors="replace"), took)
+
+
+def test_sigterm_drains_in_flight_stream_and_leaves_no_engine():
+    run = _serve_stream_and_signal("sigterm", lambda pid: os.kill(pid, signal.SIGTERM))
+    assert run.lines[-1] == b"data: [DONE]", run.lines[-3:]
+    assert sum(1 for x in run.lines if b'"content"' in x) >= 50
+    assert run.engines, "the simulator engine process was not found"
+    gone = psutil.wait_procs(run.engines, timeout=30)[1]
     assert not gone, f"engine processes left behind: {[p.pid for p in gone]}"
+
+
+def test_sigterm_to_the_process_group_still_drains_and_leaves_no_process():
+    # Ray's node processes share the group and exit on SIGTERM; its actors (the gateway, the
+    # engine replica) run in groups of their own, so the stream still drains. Serve's graceful
+    # shutdown would then wait 30 s for its controller: it is skipped, and what Ray leaves running
+    # (Serve's HAProxy, holding the gateway's port) is killed.
+    run = _serve_stream_and_signal("sigterm-group", lambda pid: os.killpg(pid, signal.SIGTERM))
+    assert run.lines[-1] == b"data: [DONE]", run.lines[-3:]
+    assert "had already exited" in run.log, run.log[-2000:]
+    assert run.took_s < 30, f"stop took {run.took_s:.1f} s:\n{run.log[-2000:]}"
+    assert run.engines, "the simulator engine process was not found"
+    left = psutil.wait_procs(run.stack, timeout=30)[1]
+    assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left if p.is_running()]}"
