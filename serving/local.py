@@ -8,7 +8,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -220,7 +220,7 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
         serve._run(build_app(settings), name=settings.ray.app_name, route_prefix="/", _blocking=False)
         wait_ready(url, settings, local=local)
     except BaseException:
-        shutdown()
+        shutdown(node if block else ())  # in-process callers (block=False) may have children of their own
         raise
     if not block:
         return url
@@ -238,14 +238,7 @@ def serve_forever(settings: Settings, *, block: bool = True) -> str:
         left = drain(url, settings.replica.drain_grace_s)
         if left:
             print(f"drain grace over with {left:g} request(s) in flight", file=sys.stderr, flush=True)
-        gone = [_name(p) for p in node if not _running(p)]
-        if gone:
-            # A signal sent to the whole process group (e.g. by `timeout`) reached Ray's own node
-            # processes too; Serve's graceful shutdown would then wait 30 s for its controller.
-            print(f"Ray's node processes {', '.join(gone)} had already exited (a signal to the whole process "
-                  "group reaches them too): skipping Serve's graceful shutdown; to avoid this, signal only the "
-                  "`serving serve` process (Ctrl-C, or `kill <pid>`)", file=sys.stderr, flush=True)  # fmt: skip
-        shutdown(serve_first=not gone, sweep=local)
+        shutdown(node)
     return url
 
 
@@ -274,17 +267,26 @@ def drain(url: str, grace_s: float) -> float:
     return left
 
 
-def shutdown(*, serve_first: bool = True, sweep: bool = False) -> None:
-    """Serve's graceful shutdown (replicas stop their engines), then Ray's. ``serve_first=False``
-    when Ray's node processes are already gone. ``sweep`` (a local cluster of our own): every
-    process it started that is still running afterwards is killed. Serve's HAProxy, for one,
-    outlives an actor that was killed rather than stopped and keeps holding the gateway's port."""
+def shutdown(node: Sequence[psutil.Process] = ()) -> None:
+    """Serve's graceful shutdown (replicas stop their engines), then Ray's.
+
+    ``node``: the processes of the local Ray node this process started (none for a cluster found
+    elsewhere). When one of them has already exited, Serve is not asked to stop gracefully: a
+    signal sent to the whole process group (e.g. by ``timeout``) reached them too, and Serve would
+    wait 30 s for its controller. Every process the local cluster started that still runs after
+    Ray's shutdown is killed: Serve's HAProxy, for one, outlives an actor killed rather than
+    stopped, and keeps holding the gateway's port."""
     import ray
     from ray import serve
 
-    started = psutil.Process().children(recursive=True) if sweep else []
+    started = psutil.Process().children(recursive=True) if node else []
+    gone = [_name(p) for p in node if not _running(p)]
+    if gone:
+        print(f"Ray's node processes {', '.join(gone)} had already exited (a signal to the whole process group "
+              "reaches them too): skipping Serve's graceful shutdown; to avoid this, signal only the "
+              "`serving serve` process (Ctrl-C, or `kill <pid>`)", file=sys.stderr, flush=True)  # fmt: skip
     try:
-        if serve_first:
+        if not gone:
             serve.shutdown()
     finally:
         ray.shutdown()

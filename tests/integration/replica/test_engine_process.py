@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -117,7 +116,7 @@ def test_launcher_kills_itself_when_its_supervisor_is_already_gone():
     # The supervisor died between spawning the launcher and the launcher arming the death signal:
     # its parent is then no longer the supervisor (here: pid 0, never its parent), and the
     # launcher must not become an orphan engine.
-    launcher = str(Path(process.__file__).with_name("launch.py"))
+    launcher = process._LAUNCHER
     done = subprocess.run([sys.executable, launcher, "0", "/bin/true", "true"], check=False, timeout=30)
     assert done.returncode == -signal.SIGKILL
 
@@ -126,7 +125,7 @@ def test_launcher_names_a_program_it_cannot_execute(tmp_path):
     data = tmp_path / "not-a-program"
     data.write_text("plain text")
     data.chmod(0o755)
-    launcher = str(Path(process.__file__).with_name("launch.py"))
+    launcher = process._LAUNCHER
     done = subprocess.run([sys.executable, launcher, str(os.getpid()), str(data), "x"], check=False,
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert done.returncode == 126
