@@ -249,20 +249,35 @@ def _running(p: psutil.Process) -> bool:
         return False
 
 
-def drain(url: str, grace_s: float) -> float:
+def drain(url: str, grace_s: float, *, gone_after_s: float = 1.0) -> float:
     """Wait until the gateway serves no request (its in-flight gauge), at most ``grace_s``;
-    returns what was still in flight. Serve's own shutdown would cut running streams."""
+    returns what was still in flight. Serve's own shutdown would cut running streams.
+
+    A slow answer is asked again: on a busy machine, or with Ray's node processes going down (a
+    signal to the whole process group), the scrape can outlast its timeout while streams still run.
+    Only a gateway that refuses connections or answers with an error for ``gone_after_s`` is taken
+    as gone, with nothing left to drain."""
     from serving.engines.base import prom_value
 
     deadline = time.monotonic() + grace_s
     left = 0.0
-    while time.monotonic() < deadline:
+    failing_since: float | None = None
+    while (now := time.monotonic()) < deadline:
         try:
-            left = prom_value(httpx.get(f"{url}/metrics", timeout=2.0).text, "qwen_serve_requests_in_flight")
+            r = httpx.get(f"{url}/metrics", timeout=2.0)
+        except httpx.TimeoutException:
+            continue  # no verdict: ask again
         except httpx.HTTPError:
-            return 0.0  # nothing answers: nothing to drain
-        if left <= 0:
-            return 0.0
+            r = None
+        if r is not None and r.status_code == 200:
+            failing_since = None
+            left = prom_value(r.text, "qwen_serve_requests_in_flight")
+            if left <= 0:
+                return 0.0
+        else:
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since >= gone_after_s:
+                return 0.0  # nothing answers: nothing to drain
         time.sleep(0.2)
     return left
 
