@@ -1,5 +1,7 @@
 """`serving serve`: the whole stack on this machine — a local Ray cluster, the gateway and the
-engine replicas — until Ctrl-C, then everything stops (no engine process is left behind)."""
+engine replicas — until Ctrl-C, then everything stops (no engine process is left behind). The stack
+runs in a process of its own session, started and signalled by the `serving serve` process
+(:func:`run_in_own_session`)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ from serving.config import Settings
 from serving.config.settings import EngineKind
 
 POLL_S = 0.5
+# Set in the environment of the stack process that `serving serve` starts in a session of its own
+# (:func:`run_in_own_session`): the pid of the `serving serve` process that relays signals to it.
+STACK_PARENT_ENV = "SERVING_SERVE_PARENT_PID"  # outside QWEN_SERVE_*, the settings namespace
+# What the relay hands the stack for each signal it gets (a hang-up stops it as a SIGTERM does).
+_RELAYED = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
 
 
 class StackStartError(RuntimeError):
@@ -178,6 +185,40 @@ def wait_ready(url: str, settings: Settings, *, local: bool) -> None:
     raise StackStartError(f"gateway at {url} not ready after {timeout_s:.0f} s (last answer: {last})")
 
 
+def run_in_own_session(argv: Sequence[str]) -> int:
+    """Run ``python -m serving.cli.main *argv`` (``serve`` and its options) as the stack process, in
+    a session of its own, and hand it each stop signal this process gets; its exit status.
+
+    Ray's node processes (GCS, raylet, dashboard, agents) are children of the process that starts
+    the local cluster and share its process group. A signal to this process's whole group (``timeout``,
+    ``kill -- -PGID``, a job supervisor) would reach them directly, and the cluster would go down
+    under the streams still in flight. Started in a session of its own, the stack gets exactly one
+    signal, from here, and stops as it does for a Ctrl-C or a SIGTERM of its own: it drains, then
+    stops everything. It gets a SIGTERM if this process dies (``die_with``)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, STACK_PARENT_ENV: str(os.getpid())}
+    child = subprocess.Popen([sys.executable, "-m", "serving.cli.main", *argv], env=env, start_new_session=True)
+
+    def relay(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(_RELAYED[signal.Signals(signum)])
+
+    for sig in _RELAYED:
+        signal.signal(sig, relay)
+    code = child.wait()
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+
+
+def stack_parent() -> int | None:
+    """In the stack process :func:`run_in_own_session` started: the relaying parent's pid."""
+    import os
+
+    value = os.environ.get(STACK_PARENT_ENV)
+    return int(value) if value else None
+
+
 def serve_forever(settings: Settings, *, block: bool = True) -> str:
     """Start Ray (local unless ``ray.address``), deploy the app, wait until it answers; return the URL.
     Raises :class:`StackStartError`, with everything stopped, when the stack cannot come up."""
@@ -286,20 +327,21 @@ def shutdown(node: Sequence[psutil.Process] = ()) -> None:
     """Serve's graceful shutdown (replicas stop their engines), then Ray's.
 
     ``node``: the processes of the local Ray node this process started (none for a cluster found
-    elsewhere). When one of them has already exited, Serve is not asked to stop gracefully: a
-    signal sent to the whole process group (e.g. by ``timeout``) reached them too, and Serve would
-    wait 30 s for its controller. Every process the local cluster started that still runs after
-    Ray's shutdown is killed: Serve's HAProxy, for one, outlives an actor killed rather than
-    stopped, and keeps holding the gateway's port."""
+    elsewhere). When one of them has already exited, Serve is not asked to stop gracefully (it would
+    wait 30 s for its controller). ``serving serve`` keeps group signals away from them
+    (:func:`run_in_own_session`), so this takes a signal to the stack process's own group, or a
+    crash. Every process the local cluster started that still runs after Ray's shutdown is killed:
+    Serve's HAProxy, for one, outlives an actor killed rather than stopped, and keeps holding the
+    gateway's port."""
     import ray
     from ray import serve
 
     started = psutil.Process().children(recursive=True) if node else []
     gone = [_name(p) for p in node if not _running(p)]
     if gone:
-        print(f"Ray's node processes {', '.join(gone)} had already exited (a signal to the whole process group "
-              "reaches them too): skipping Serve's graceful shutdown; to avoid this, signal only the "
-              "`serving serve` process (Ctrl-C, or `kill <pid>`)", file=sys.stderr, flush=True)  # fmt: skip
+        print(f"Ray's node processes {', '.join(gone)} had already exited (signalled or crashed): skipping "
+              "Serve's graceful shutdown; to stop the stack, signal the `serving serve` process (Ctrl-C, or "
+              "`kill <pid>`), not its stack process's group", file=sys.stderr, flush=True)  # fmt: skip
     try:
         if not gone:
             serve.shutdown()

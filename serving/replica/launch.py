@@ -24,15 +24,27 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
+def die_with(parent: int, sig: int) -> None:
+    """Have the kernel send ``sig`` to this process when its parent exits (Linux), and send it now if
+    the parent is no longer ``parent`` (it died before the signal was armed). Raises OSError when the
+    kernel refuses. Also used by ``serving serve``'s stack process (:mod:`serving.local`)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, sig) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
 def main(argv: list[str]) -> None:
     supervisor, program, *args = argv
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            sys.stderr.write(f"engine launcher: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}\n")
-            sys.exit(1)
-        if os.getppid() != int(supervisor):  # the supervisor died before the signal was armed
-            os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        die_with(int(supervisor), signal.SIGKILL)
+    except OSError as e:
+        sys.stderr.write(f"engine launcher: {e.strerror}\n")
+        sys.exit(1)
     try:
         os.execv(program, args)
     except OSError as e:
