@@ -41,11 +41,16 @@ DONE = b"data: [DONE]\n\n"
         (_event('{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}'), True, True),
         (b'data: {"choices":[{"index":0,"text":"x"}]}\n\n', True, True),  # /v1/completions
         (b'data: {"choices":[{"index":0,"text":""}]}\n\n', False, False),
+        (_event('{"content": "spaced"}'), True, True),
+        (_event('{"tool_calls": [{"index":0}]}'), True, True),
+        (b'data: {"choices":[{"index":0,"text": "x"}]}\n\n', True, True),
+        (REASONING + _event('{"content":null,"reasoning_content":"more"}'), True, False),
     ],
 )
 def test_a_token_is_content_reasoning_text_or_a_tool_call_never_a_role_chunk(chunk, token, answer):
     assert bool(TOKEN.search(chunk)) is token
     assert bool(ANSWER.search(chunk)) is answer
+    assert (Relay._has_answer_key(chunk) and bool(ANSWER.search(chunk))) is answer  # the cheap pre-test hides none
 
 
 class _Response:
