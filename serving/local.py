@@ -294,8 +294,8 @@ def drain(url: str, grace_s: float, *, gone_after_s: float = 1.0) -> float:
     """Wait until the gateway serves no request (its in-flight gauge), at most ``grace_s``;
     returns what was still in flight. Serve's own shutdown would cut running streams.
 
-    A slow answer is asked again: on a busy machine, or with Ray's node processes going down (a
-    signal to the whole process group), the scrape can outlast its timeout while streams still run.
+    A slow answer is asked again: on a busy machine the scrape can outlast its timeout while
+    streams still run.
     Only a gateway that refuses connections or answers with an error for ``gone_after_s`` is taken
     as gone, with nothing left to drain."""
     from serving.engines.base import prom_value
