@@ -211,12 +211,18 @@ def run_in_own_session(argv: Sequence[str]) -> int:
     return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
-def stack_parent() -> int | None:
-    """In the stack process :func:`run_in_own_session` started: the relaying parent's pid."""
+def in_stack_process() -> bool:
+    """Whether this is the stack process :func:`run_in_own_session` started. If so, it is armed to
+    get a SIGTERM (and stop, draining) when that `serving serve` process dies."""
     import os
 
-    value = os.environ.get(STACK_PARENT_ENV)
-    return int(value) if value else None
+    from serving.replica.launch import die_with
+
+    parent = os.environ.get(STACK_PARENT_ENV)
+    if not parent:
+        return False
+    die_with(int(parent), signal.SIGTERM)
+    return True
 
 
 def serve_forever(settings: Settings, *, block: bool = True) -> str:
@@ -295,9 +301,8 @@ def drain(url: str, grace_s: float, *, gone_after_s: float = 1.0) -> float:
     returns what was still in flight. Serve's own shutdown would cut running streams.
 
     A slow answer is asked again: on a busy machine the scrape can outlast its timeout while
-    streams still run.
-    Only a gateway that refuses connections or answers with an error for ``gone_after_s`` is taken
-    as gone, with nothing left to drain."""
+    streams still run. Only a gateway that refuses connections or answers with an error for
+    ``gone_after_s`` is taken as gone, with nothing left to drain."""
     from serving.engines.base import prom_value
 
     deadline = time.monotonic() + grace_s

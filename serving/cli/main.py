@@ -6,7 +6,6 @@ Every bad input ends in one message naming the field and a non-zero exit, never 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -109,17 +108,13 @@ def launch_plan(
 @clear_errors
 def serve_cmd(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Run the whole stack locally (Ray + gateway + engine replicas) until Ctrl-C."""
-    from serving.local import StackStartError, run_in_own_session, serve_forever, stack_parent
-    from serving.replica.launch import die_with
+    from serving.local import StackStartError, in_stack_process, run_in_own_session, serve_forever
 
     settings = _load(config, overrides)
-    if not settings.ray.address:  # a local cluster: the stack runs in a session of its own
-        parent = stack_parent()
-        if parent is None:
-            argv = ["serve", *(["--config", str(config)] if config else [])]
-            argv += [arg for o in overrides or [] for arg in ("--set", o)]
-            raise typer.Exit(run_in_own_session(argv))
-        die_with(parent, signal.SIGTERM)  # this process stops, draining, if `serving serve` dies
+    if not settings.ray.address and not in_stack_process():  # a local cluster runs in a session of its own
+        argv = ["serve", *(["--config", str(config)] if config else [])]
+        argv += [arg for o in overrides or [] for arg in ("--set", o)]
+        raise typer.Exit(run_in_own_session(argv))
     try:
         serve_forever(settings)
     except StackStartError as exc:
