@@ -10,8 +10,8 @@ reverse searches for an absent literal are the cheap ones in CPython 3.11), and 
 from the first marker on are looked at one by one. Then one clock read and one
 ``http.response.body`` message carrying everything that read returned (bytes are never held back
 to batch them). Until the first answer token has been seen, each read is also searched for a token
-(``TOKEN``; ``ANSWER`` only when one of its literals is there, for the
-TTFT metrics); none after it. Only the usage chunk is parsed as JSON, once per request. The engine
+(``TOKEN``, and ``has_answer``: ``ANSWER``'s literals by reverse search, for the TTFT metrics);
+none after it. Only the usage chunk is parsed as JSON, once per request. The engine
 is always asked for usage (``stream_options.include_usage``) so token metrics and limits are exact;
 the usage-only chunk is dropped again when the client did not ask for it.
 
@@ -44,10 +44,9 @@ ERROR_EVENT = b'data: {"error"'
 TOKEN = re.compile(rb'"(?:content|reasoning_content|text)": ?"(?!")|"tool_calls": ?\[\{')
 REASONING_DELTA = re.compile(rb'"reasoning_content": ?"(?!")')  # a non-empty reasoning delta
 ANSWER = re.compile(rb'"(?:content|text)": ?"(?!")|"tool_calls": ?\[\{')  # a token of the answer itself
-# Literals every ANSWER match contains; a read with none of them has no answer token. Reverse
-# searches (``rfind``) for absent literals scan several times faster than forward ones or the regex
-# in CPython 3.11, and reads before the answer (reasoning) have none.
-ANSWER_KEYS = (b'"content":"', b'"content": "', b'"text":"', b'"text": "', b'"tool_calls":[{', b'"tool_calls": [{')
+_CONTENT_KEYS = (b'"content":"', b'"content": "')  # a string follows
+_TEXT_KEY = b'"text":'  # /v1/completions
+_TOOL_CALLS_KEY = b'"tool_calls":'
 REASONING_TEXT = b'"reasoning_content":"'  # the common shape of a REASONING_DELTA: no space
 # With neither of these in a run of whole events, REASONING_DELTA's matches are REASONING_TEXT's
 REASONING_ODD = (b'"reasoning_content": ', b'"reasoning_content":""')
@@ -56,6 +55,33 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-accel-buffering", b"no"),
     (b"content-type", b"text/event-stream; charset=utf-8"),
 ]
+
+
+def has_answer(data: bytes) -> bool:
+    """``ANSWER.search(data) is not None``, without the regex: it tries a match at every quote of a
+    read (about 6 µs on 15 reasoning events), while reverse searches for its literals skip through.
+    A literal found is followed to what comes after it, so an empty string (the role chunk's
+    ``"content":""``) is no answer; a found one is nearly always the last occurrence looked at."""
+    r = data.rfind
+    for key in _CONTENT_KEYS:
+        i = r(key)
+        while i >= 0:
+            if data[i + len(key) : i + len(key) + 1] != b'"':
+                return True
+            i = r(key, 0, i + len(key) - 1)  # the one before (occurrences may overlap)
+    i = r(_TEXT_KEY)
+    while i >= 0:
+        j = i + 7 + (data[i + 7 : i + 8] == b" ")  # after the key and its optional space
+        if data[j : j + 1] == b'"' and data[j + 1 : j + 2] != b'"':
+            return True
+        i = r(_TEXT_KEY, 0, i + 6)
+    i = r(_TOOL_CALLS_KEY)
+    while i >= 0:
+        j = i + 13 + (data[i + 13 : i + 14] == b" ")
+        if data[j : j + 2] == b"[{":
+            return True
+        i = r(_TOOL_CALLS_KEY, 0, i + 12)
+    return False
 
 
 @dataclass
@@ -312,18 +338,10 @@ class Relay:
         stats = self.rewriter.stats
         if stats.ttft_s is None and TOKEN.search(data):
             stats.ttft_s = now - self.t0
-        # reasoning reads carry none of these literals (``"reasoning_content":"`` does not contain
-        # ``"content":"``): their reverse searches spare them the regex
-        if self._has_answer_key(data) and ANSWER.search(data):
+        if has_answer(data):
             stats.ttfa_s = now - self.t0
             if stats.ttft_s is None:
                 stats.ttft_s = stats.ttfa_s
-
-    @staticmethod
-    def _has_answer_key(data: bytes) -> bool:
-        r = data.rfind
-        k = ANSWER_KEYS
-        return r(k[0]) >= 0 or r(k[1]) >= 0 or r(k[2]) >= 0 or r(k[3]) >= 0 or r(k[4]) >= 0 or r(k[5]) >= 0
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:

@@ -5,12 +5,13 @@ non-streaming requests get their own histogram, and the buckets span LLM latenci
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
 import pytest
 
-from serving.gateway.relay import ANSWER, TOKEN, Relay, SseRewriter, StreamStats
+from serving.gateway.relay import ANSWER, TOKEN, Relay, SseRewriter, StreamStats, has_answer
 from serving.gateway.upstream import Upstream
 from serving.observability.metrics import ITL_BUCKETS_S, LATENCY_BUCKETS_S, GatewayMetrics
 from serving.registry import Endpoint
@@ -50,7 +51,23 @@ DONE = b"data: [DONE]\n\n"
 def test_a_token_is_content_reasoning_text_or_a_tool_call_never_a_role_chunk(chunk, token, answer):
     assert bool(TOKEN.search(chunk)) is token
     assert bool(ANSWER.search(chunk)) is answer
-    assert (Relay._has_answer_key(chunk) and bool(ANSWER.search(chunk))) is answer  # the cheap pre-test hides none
+    assert has_answer(chunk) is answer
+
+
+# Pieces that make ANSWER's matches and near misses: its keys with and without the space, empty and
+# non-empty strings, a key at the very end of a read, and the keys inside longer ones.
+_PIECES = (
+    *(b'"content":', b'"content": ', b'"text":', b'"text": ', b'"tool_calls":', b'"tool_calls": '),
+    *(b'"', b'""', b"[{", b"[", b"{", b" ", b"null", b"x", b'"reasoning_content":', b'_content":"', b"\n\n"),
+)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_answer_test_without_the_regex_agrees_with_it(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(3000):
+        data = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12)))
+        assert has_answer(data) is (ANSWER.search(data) is not None), data
 
 
 class _Response:
