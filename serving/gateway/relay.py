@@ -59,7 +59,8 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 
 def has_answer(data: bytes) -> bool:
     """``ANSWER.search(data) is not None``, without the regex: it tries a match at every quote of a
-    read (about 6 µs on 15 reasoning events), while reverse searches for its literals skip through.
+    read (about 10 µs on 15 events of reasoning), while reverse searches for its literals skip
+    through (about 3.6 µs for the four).
     A literal found is followed to what comes after it, so an empty string (the role chunk's
     ``"content":""``) is no answer; a found one is nearly always the last occurrence looked at."""
     r = data.rfind
