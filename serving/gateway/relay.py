@@ -65,23 +65,26 @@ def has_answer(data: bytes) -> bool:
     ``"content":""``) is no answer; a found one is nearly always the last occurrence looked at."""
     r = data.rfind
     for key in _CONTENT_KEYS:
+        n = len(key)
         i = r(key)
         while i >= 0:
-            if data[i + len(key) : i + len(key) + 1] != b'"':
+            if data[i + n : i + n + 1] != b'"':
                 return True
-            i = r(key, 0, i + len(key) - 1)  # the one before (occurrences may overlap)
+            i = r(key, 0, i + n - 1)  # the one before (occurrences may overlap by a quote)
+    n = len(_TEXT_KEY)
     i = r(_TEXT_KEY)
     while i >= 0:
-        j = i + 7 + (data[i + 7 : i + 8] == b" ")  # after the key and its optional space
+        j = i + n + (data[i + n : i + n + 1] == b" ")  # after the key and its optional space
         if data[j : j + 1] == b'"' and data[j + 1 : j + 2] != b'"':
             return True
-        i = r(_TEXT_KEY, 0, i + 6)
+        i = r(_TEXT_KEY, 0, i + n - 1)
+    n = len(_TOOL_CALLS_KEY)
     i = r(_TOOL_CALLS_KEY)
     while i >= 0:
-        j = i + 13 + (data[i + 13 : i + 14] == b" ")
+        j = i + n + (data[i + n : i + n + 1] == b" ")
         if data[j : j + 2] == b"[{":
             return True
-        i = r(_TOOL_CALLS_KEY, 0, i + 12)
+        i = r(_TOOL_CALLS_KEY, 0, i + n - 1)
     return False
 
 
