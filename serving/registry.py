@@ -32,6 +32,7 @@ class Endpoint:
     model: str  # served model name
     engine: str  # EngineKind value
     load: float = 0.0  # running + queued requests, from the engine's /metrics
+    load_at: float = 0.0  # wall time ``load`` was read (0: no time; it counts as others' requests)
     draining: bool = False
     # the field this engine puts reasoning text in (vLLM: "reasoning"); the gateway renames it to
     # "reasoning_content", so it needs no knowledge of engines beyond this record

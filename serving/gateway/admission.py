@@ -2,8 +2,8 @@
 are let through in weighted fair order across tenants, interactive before batch.
 
 Saturation comes from engine load, not from a fixed in-flight count: an endpoint's load is the
-router's (this gateway's outstanding requests, or the engine's own running + queued count from the
-registry when higher), its capacity is the ``capacity`` the replica publishes (the engine's
+router's (this gateway's outstanding requests plus others' share of the engine's running + queued
+count from the registry, see ``routing``), its capacity is the ``capacity`` the replica publishes (the engine's
 ``--max-running-requests``). Interactive requests may fill an engine to its capacity; batch
 requests only to ``gateway.limits.batch_max_load_ratio`` × capacity, so a burst of batch work
 leaves room for interactive tenants. An endpoint that publishes no capacity is never saturated.

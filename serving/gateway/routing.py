@@ -2,9 +2,13 @@
 
 Load is what this gateway has outstanding on each endpoint (exact: the dispatcher calls the
 router's ``dispatched`` / ``first_byte`` / ``completed`` hooks around every engine request, so
-per-endpoint load lives here and nowhere else), or the engine's own running + queued count from the
-registry when that is higher (other gateway replicas share the engine). Policies never see draining
-endpoints; the caller filters them.
+per-endpoint load lives here and nowhere else), plus what others have on that engine (other
+gateway replicas share it). Others' share comes from the engine's running + queued count in the
+registry, which its replica read a few seconds ago: this gateway subtracts what it had outstanding
+there at that moment (it keeps the times its counts changed), so the sample's staleness only
+delays what others' requests free. Taking the sample as the load now would hold requests for
+seconds while an engine that finished this gateway's requests sits idle. Policies never see
+draining endpoints; the caller filters them.
 
 Prefix affinity estimates, per engine, what a request would wait for before its first token: the
 prompt work queued there (uncached characters of the requests sent to it whose first byte has not
@@ -25,8 +29,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from collections import OrderedDict
-from collections.abc import Sequence
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,6 +40,9 @@ from serving.registry import Endpoint
 
 PREFIX_BLOCK_CHARS = 256  # ≈ 64 tokens: four of SGLang's 16-token pages
 MAX_TRACKED_ENGINES = 256  # prefix trackers kept (least recently used dropped): engines come and go
+# how far back this gateway remembers its outstanding counts: a registry load sample is at most a
+# metrics interval (2 s) plus a snapshot refresh (1 s) old when a replica publishes on time
+HISTORY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,35 @@ class Dispatch:
 
 class Outstanding:
     """Requests this gateway has in flight per endpoint url, and those of them still before their
-    first byte with their estimated uncached prompt characters."""
+    first byte with their estimated uncached prompt characters. Each url's count changes are kept
+    for ``HISTORY_S`` (wall clock, the clock replicas stamp their load samples with)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._n: dict[str, int] = {}
         self._prefill: dict[str, tuple[int, int]] = {}  # url → (requests, characters)
+        self._history: dict[str, deque[tuple[float, int]]] = {}  # url → (time, count from then on)
+        self._others: dict[str, tuple[float, float, float]] = {}  # url → (load_at, load, others' load)
+        self._pruned_at = 0.0
+
+    def _changed(self, url: str, n: int) -> None:
+        now = self.clock()
+        h = self._history.get(url)
+        if h is None:
+            h = self._history[url] = deque([(0.0, 0)])  # nothing outstanding before the first request
+        h.append((now, n))
+        cutoff = now - HISTORY_S
+        while len(h) > 1 and h[1][0] <= cutoff:  # keep the last change before the cutoff: the count then
+            h.popleft()
+        if now - self._pruned_at > HISTORY_S:  # engines that left: drop their idle history
+            self._pruned_at = now
+            for u in [u for u, d in self._history.items() if u not in self._n and d[-1][0] <= cutoff]:
+                del self._history[u]
+                self._others.pop(u, None)
 
     def inc(self, url: str, prefill_chars: int = 0) -> None:
-        self._n[url] = self._n.get(url, 0) + 1
+        n = self._n[url] = self._n.get(url, 0) + 1
+        self._changed(url, n)
         n, chars = self._prefill.get(url, (0, 0))
         self._prefill[url] = (n + 1, chars + prefill_chars)
 
@@ -86,16 +115,40 @@ class Outstanding:
             self._n[url] = left
         else:
             self._n.pop(url, None)
+        self._changed(url, max(left, 0))
 
     def get(self, url: str) -> int:
         return self._n.get(url, 0)
+
+    def at(self, url: str, t: float) -> int:
+        """What this gateway had outstanding on ``url`` at wall time ``t`` (older than the history:
+        the count at its start)."""
+        h = self._history.get(url)
+        if not h:
+            return 0
+        for when, n in reversed(h):
+            if when <= t:
+                return n
+        return h[0][1]
 
     def queued_prefill(self, url: str) -> tuple[int, int]:
         """(requests, uncached characters) sent to ``url`` whose first byte has not come back."""
         return self._prefill.get(url, (0, 0))
 
+    def others(self, ep: Endpoint) -> float:
+        """Requests others had on ``ep``'s engine when its load was read: the sample less this
+        gateway's own at that moment (all of it when the sample has no time)."""
+        if ep.load <= 0:
+            return 0.0
+        cached = self._others.get(ep.url)
+        if cached is not None and cached[0] == ep.load_at and cached[1] == ep.load:
+            return cached[2]
+        others = ep.load if ep.load_at <= 0 else max(0.0, ep.load - self.at(ep.url, ep.load_at))
+        self._others[ep.url] = (ep.load_at, ep.load, others)
+        return others
+
     def load(self, ep: Endpoint) -> float:
-        return max(float(self.get(ep.url)), ep.load)
+        return self.get(ep.url) + self.others(ep)
 
 
 class PrefixTracker:

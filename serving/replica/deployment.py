@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from ray import serve
@@ -75,6 +76,7 @@ class EngineReplica:
         self.replica_id = f"{ctx.app_name}/{ctx.deployment}#{ctx.replica_tag}"
         self.instance = EngineInstance(self.settings, self.replica_id)
         self._load = 0.0
+        self._load_at = 0.0
         self._draining = False
         self._healthy = True
         self._stopped = False
@@ -95,6 +97,7 @@ class EngineReplica:
             abort_needs_stream=self.instance.engine.abort_needs_stream,
             capacity=float(resolved_max_running(self.settings)),
             load=self._load,
+            load_at=self._load_at,
             draining=self._draining,
         )
 
@@ -144,6 +147,7 @@ class EngineReplica:
     async def _refresh_load(self) -> None:
         try:
             self._load = await self.instance.load()
+            self._load_at = time.time()  # the gateway subtracts its own requests at this moment
         except Exception as e:  # a failing engine is check_health's business
             logger.debug("load read failed: %r", e, extra={"replica_id": self.replica_id})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -150,3 +151,41 @@ async def test_saturation_is_read_from_the_engine_load_in_the_registry():
         assert r.status_code == 200
         text = (await c.get("/metrics")).text
     assert 'qwen_serve_queue_wait_seconds_count{model="smollm2-135m",reason="admission"} 1.0' in text
+
+
+async def test_a_load_sample_of_this_gateways_own_requests_does_not_hold_the_queue_once_they_end():
+    """The registry's load was read while this gateway's request ran (so it is that request): once
+    the request ends, the next is let through without waiting for a fresher sample."""
+    rig = Rig(capacity=1)
+    await rig.request(A)
+    rig.ep = dataclasses.replace(rig.ep, load=1.0, load_at=time.time())  # the replica's read, now stale
+    queued = asyncio.ensure_future(rig.request(B))
+    await rig.settle()
+    assert rig.order == ["a"]  # saturated: the engine runs a's request
+    rig.finish()
+    await rig.settle()
+    assert rig.order == ["a", "b"]  # the sample was a's own request, and it ended
+    queued.cancel()
+
+
+async def test_a_load_sample_beyond_this_gateways_own_requests_still_holds_the_queue():
+    """Others' requests in the sample (another gateway replica's) keep their slot until a newer
+    sample says they ended; this gateway's own ended request frees its slot at once."""
+    rig = Rig(capacity=2)
+    await rig.request(A)
+    rig.ep = dataclasses.replace(rig.ep, load=2.0, load_at=time.time())  # a's request + one of others'
+    first = asyncio.ensure_future(rig.request(B))
+    await rig.settle()
+    assert rig.order == ["a"]
+    rig.finish()  # a's ended: its slot is free, the other gateway's request still holds one
+    await rig.settle()
+    assert rig.order == ["a", "b"]
+    second = asyncio.ensure_future(rig.request(B))
+    await rig.settle()
+    assert rig.order == ["a", "b"]  # b's request + others' one: full
+    rig.ep = dataclasses.replace(rig.ep, load=1.0, load_at=time.time())  # only b's: others' ended
+    rig.admission.poke()
+    await rig.settle()
+    assert rig.order == ["a", "b", "b"]
+    for t in (first, second):
+        t.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 
@@ -11,7 +12,7 @@ from gateway_fakes import MODEL, FakeEngine
 from serving.config import RoutingPolicy, load_settings
 from serving.gateway.auth import RateLimiter
 from serving.gateway.errors import ApiError
-from serving.gateway.routing import ROUTERS, Outstanding, RequestContext, make_router
+from serving.gateway.routing import HISTORY_S, ROUTERS, Outstanding, RequestContext, make_router
 from serving.observability.logging import configure_logging
 from serving.registry import Endpoint
 
@@ -184,3 +185,34 @@ def test_limit_buckets_of_departed_identities_are_dropped_when_full():
     rl.admit("client:late", 1)  # the table is full again and nobody has refilled: nothing dropped
     assert "client:busy" in rl._req
     assert len(rl._req) == 9
+
+
+def test_an_engine_load_sample_counts_only_what_others_had_there_at_its_time():
+    now = [100.0]
+    out = Outstanding(clock=lambda: now[0])
+    for _ in range(3):
+        out.inc("http://e0")
+    ep = Endpoint("e0", "http://e0", MODEL, "sglang", load=5.0, load_at=101.0, capacity=8)
+    now[0] = 102.0
+    for _ in range(3):
+        out.dec("http://e0")  # this gateway's three ended after the sample
+    assert out.load(ep) == 2.0  # the sample's five less this gateway's three then
+    out.inc("http://e0")
+    assert out.load(ep) == 3.0
+    untimed = dataclasses.replace(ep, load_at=0.0)  # a load without a time is all others'
+    assert out.load(untimed) == 6.0
+
+
+def test_the_outstanding_history_stays_bounded_and_forgets_engines_that_left():
+    now = [0.0]
+    out = Outstanding(clock=lambda: now[0])
+    for _ in range(10_000):
+        now[0] += 0.01
+        out.inc("http://e0")
+        out.dec("http://e0")
+    assert len(out._history["http://e0"]) <= 2 * HISTORY_S / 0.01 + 2  # ten seconds of changes
+    old = Endpoint("e0", "http://e0", MODEL, "sglang", load=1.0, load_at=now[0] - 50, capacity=8)
+    assert out.load(old) == 1.0  # older than the history: the count at its start (0) is subtracted
+    now[0] += 2 * HISTORY_S
+    out.inc("http://e1")  # any change prunes idle engines' history
+    assert "http://e0" not in out._history
