@@ -12,8 +12,10 @@ from serving.gateway.relay import SseRewriter, StreamStats
 pytestmark = pytest.mark.unit
 
 
-# Token chunks as engines send them: vLLM's reasoning field (renamed), SGLang's whole shape (every
-# field, nulls included), reasoning deltas with text, empty and null, with and without a space.
+# Token chunks as engines send them: vLLM's reasoning field (renamed), SGLang's chunk with every
+# field and nulls kept (its stream models drop unset ones such as tool_calls; an engine behind a
+# serializer that keeps them must work too), reasoning deltas with text, empty and null, with and
+# without a space.
 TOKEN_EVENTS = (
     b'data: {"choices":[{"delta":{"reasoning":"t%d"}}],"usage":null}',
     b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":'
