@@ -54,7 +54,7 @@ from serving.gateway.ledger import Entry, Ledger
 from serving.gateway.openapi import openapi_builder
 from serving.gateway.presets import apply_presets
 from serving.gateway.relay import SSE_HEADERS, Relay, SseRewriter, Usage, with_reasoning_tokens
-from serving.gateway.routing import make_router
+from serving.gateway.routing import Outstanding, history_s, make_router
 from serving.gateway.schemas import ChatCompletionRequest, CompletionRequest, check_limits, forwarded_body
 from serving.gateway.shared_limits import SharedRateLimiter
 from serving.gateway.upstream import Dispatcher, Upstream
@@ -124,7 +124,8 @@ class Gateway:
         limiter = SharedRateLimiter(g.limits) if shared else RateLimiter(g.limits)
         self.ledger = Ledger(self.metrics, limiter, self.tracer_provider.get_tracer("serving.gateway"),
                              roots=records_roots(self.tracer_provider))  # fmt: skip
-        self.router = make_router(settings.routing, rng=rng)
+        outstanding = Outstanding(history=history_s(settings.autoscaling.metrics_interval_s))
+        self.router = make_router(settings.routing, outstanding, rng=rng)
         self.upstream_headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if settings.engine.api_key is not None:
             self.upstream_headers["authorization"] = f"Bearer {settings.engine.api_key.get_secret_value()}"

@@ -40,9 +40,15 @@ from serving.registry import Endpoint
 
 PREFIX_BLOCK_CHARS = 256  # ≈ 64 tokens: four of SGLang's 16-token pages
 MAX_TRACKED_ENGINES = 256  # prefix trackers kept (least recently used dropped): engines come and go
-# how far back this gateway remembers its outstanding counts: a registry load sample is at most a
-# metrics interval (2 s) plus a snapshot refresh (1 s) old when a replica publishes on time
-HISTORY_S = 10.0
+HISTORY_S = 10.0  # a gateway keeps its outstanding count changes at least this long,
+HISTORY_INTERVALS = 5  # and at least this many replica publish intervals (autoscaling.metrics_interval_s)
+
+
+def history_s(metrics_interval_s: float) -> float:
+    """How long to keep this gateway's count changes so that a load sample can be matched with its
+    own count at the sample's time: a sample on time is one publish interval plus a snapshot
+    refresh old; five intervals cover publishes that come late."""
+    return max(HISTORY_S, HISTORY_INTERVALS * metrics_interval_s)
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,11 @@ class Dispatch:
 class Outstanding:
     """Requests this gateway has in flight per endpoint url, and those of them still before their
     first byte with their estimated uncached prompt characters. Each url's count changes are kept
-    for ``HISTORY_S`` (wall clock, the clock replicas stamp their load samples with)."""
+    for ``history`` seconds (wall clock, the clock replicas stamp their load samples with)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, history: float = HISTORY_S) -> None:
         self.clock = clock
+        self.history = history
         self._n: dict[str, int] = {}
         self._prefill: dict[str, tuple[int, int]] = {}  # url → (requests, characters)
         self._history: dict[str, deque[tuple[float, int]]] = {}  # url → (time, count from then on)
@@ -87,10 +94,10 @@ class Outstanding:
         if h is None:
             h = self._history[url] = deque([(0.0, 0)])  # nothing outstanding before the first request
         h.append((now, n))
-        cutoff = now - HISTORY_S
+        cutoff = now - self.history
         while len(h) > 1 and h[1][0] <= cutoff:  # keep the last change before the cutoff: the count then
             h.popleft()
-        if now - self._pruned_at > HISTORY_S:  # engines that left: drop their idle history
+        if now - self._pruned_at > self.history:  # engines that left: drop their idle history
             self._pruned_at = now
             for u in [u for u, d in self._history.items() if u not in self._n and d[-1][0] <= cutoff]:
                 del self._history[u]

@@ -10,11 +10,12 @@ import pytest
 from gateway_fakes import MODEL, FakeEngine
 
 from serving.config import RoutingPolicy, load_settings
+from serving.gateway import create_app
 from serving.gateway.auth import RateLimiter
 from serving.gateway.errors import ApiError
-from serving.gateway.routing import HISTORY_S, ROUTERS, Outstanding, RequestContext, make_router
+from serving.gateway.routing import HISTORY_S, ROUTERS, Outstanding, RequestContext, history_s, make_router
 from serving.observability.logging import configure_logging
-from serving.registry import Endpoint
+from serving.registry import Endpoint, StaticEndpoints
 
 pytestmark = pytest.mark.unit
 
@@ -216,3 +217,20 @@ def test_the_outstanding_history_stays_bounded_and_forgets_engines_that_left():
     now[0] += 2 * HISTORY_S
     out.inc("http://e1")  # any change prunes idle engines' history
     assert "http://e0" not in out._history
+
+
+def test_the_outstanding_history_outlasts_a_slow_publish_interval():
+    assert history_s(2.0) == HISTORY_S  # the default interval: the floor
+    now = [0.0]
+    out = Outstanding(clock=lambda: now[0], history=history_s(30.0))
+    for _ in range(4):
+        out.inc("http://e0")
+    sample = Endpoint("e0", "http://e0", MODEL, "sglang", load=4.0, load_at=1.0, capacity=8)  # only ours
+    now[0] = 40.0
+    for _ in range(4):
+        out.dec("http://e0")
+    now[0] = 60.0  # a sample a publish interval and a late publish old
+    out.inc("http://e1")
+    assert out.load(sample) == 0.0  # ours, gone since: the engine is free for us
+    slow = load_settings(overrides={"autoscaling": {"metrics_interval_s": 30.0}}, env={})
+    assert create_app(slow, StaticEndpoints([])).state.gateway.router.outstanding.history == history_s(30.0)
